@@ -1,0 +1,38 @@
+# Two commands for a fresh machine: `make run` and `make test` (see README.md).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+CORES ?= all
+
+.PHONY: run test test-fast bench lint dryrun clean
+
+# The venv is (re)built when the dependency list changes. torch is pinned through the constraints file so that
+# the default install never downloads a CUDA build.
+$(INSTALLED): pyproject.toml envs/constraints.txt
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --constraint envs/constraints.txt --editable '.[test]'
+	touch $@
+
+run: $(INSTALLED)
+	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml
+
+test: $(INSTALLED)
+	$(BIN)/python -m pytest tests
+
+# Unit tests only (no Snakemake runs, no SLURM).
+test-fast: $(INSTALLED)
+	$(BIN)/python -m pytest tests -m "not integration and not slurm"
+
+lint: $(INSTALLED)
+	$(BIN)/snakemake --lint
+
+dryrun: $(INSTALLED)
+	$(BIN)/snakemake --dry-run --quiet rules --configfile config/paper.yaml
+
+bench: $(INSTALLED)
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf results logs .snakemake
