@@ -1,0 +1,20 @@
+# tunebench: which adaptation strategy wins on domain text — dictionaries, bag-of-words, prompting or
+# fine-tuning — and at what cost. The study is data: config/config.yaml (schema: workflow/schemas/).
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/runs.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

@@ -1,0 +1,41 @@
+# Runs → tables with statistics → the comparison report. Only the settings each step uses are its params, so
+# a plot option reruns the report alone.
+
+
+rule aggregate:
+    input:
+        metrics=[f"{d}/metrics.json" for d in run_dirs()],
+        predictions=[f"{d}/predictions.parquet" for d in run_dirs()],
+    output:
+        runs="results/runs.csv",
+        summary="results/summary.csv",
+        comparisons="results/comparisons.csv",
+    params:
+        stats=lambda wc: report_settings("comparisons", "bootstrap_samples", "confidence"),
+        version=tunebench.__version__,
+    log:
+        "logs/aggregate.log",
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../scripts/tunebench_job.py"
+
+
+rule report:
+    input:
+        runs="results/runs.csv",
+        summary="results/summary.csv",
+        comparisons="results/comparisons.csv",
+        anchors=config["report"]["published_anchors"],
+    output:
+        markdown=report("results/report.md", caption="../report/report.rst", category="Report"),
+        html="results/report.html",
+    params:
+        settings=lambda wc: report_settings("primary_metric", "dictionary_words"),
+        version=tunebench.__version__,
+    log:
+        "logs/report.log",
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../scripts/tunebench_job.py"

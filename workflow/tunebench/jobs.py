@@ -1,0 +1,90 @@
+"""What each Snakemake rule does, as plain functions of (inputs, outputs, params, threads).
+
+`run_job(snakemake)` is the single bridge from a rule's `script:` to these functions: it sends the job's
+output to the rule's log file, pins threads, and turns an error into one clear line plus a traceback in the log.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+
+
+def prepare(inp, out, params, threads):
+    from .prepare import prepare_dataset
+
+    prepare_dataset(params.dataset_cfg, _wildcard(out.table, "data"), out.table, out.splits, out.manifest)
+
+
+def tokenize(inp, out, params, threads):
+    from .tokenize import tokenize_table
+
+    tokenize_table(inp.table, params.model_cfg, out.shards, threads=threads)
+
+
+def encode_features(inp, out, params, threads):
+    from .features import encode_features as encode
+
+    pooling = Path(out.features).name.split("-len")[0]
+    encode(inp.shards, params.model_cfg, pooling, out.features, threads=threads)
+
+
+def run_method(inp, out, params, threads):
+    from .runner import RunSpec, execute
+
+    p = dict(params.run)
+    spec = RunSpec(
+        dataset=p["dataset"], model=p["model"], method=p["method"], seed=p["seed"],
+        dataset_cfg=p["dataset_cfg"], model_cfg=p["model_cfg"], method_cfg=p["method_cfg"],
+        table_path=inp.table, run_dir=Path(out.metrics).parent, threads=threads,
+        tokenized_dir=getattr(inp, "tokenized", None), features_path=getattr(inp, "features", None),
+        embeddings_path=getattr(inp, "embeddings", None), extra={"retriever_cfg": p.get("retriever_cfg")},
+    )
+    execute(spec, out.predictions, out.metrics)
+
+
+def aggregate(inp, out, params, threads):
+    from .aggregate import aggregate_runs
+
+    aggregate_runs(list(inp.metrics), list(inp.predictions), out.runs, out.summary, out.comparisons,
+                   **params.stats)
+
+
+def report(inp, out, params, threads):
+    from .report import build_report
+
+    build_report(inp.runs, inp.summary, inp.comparisons, inp.anchors, out.markdown, out.html, **params.settings)
+
+
+JOBS = {"prepare": prepare, "tokenize": tokenize, "encode_features": encode_features,
+        "aggregate": aggregate, "report": report}
+RUN_RULES = ("run_baseline", "finetune_encoder", "embed_fewshot", "prompt_llm", "finetune_seq2seq")
+
+
+def _wildcard(path, after):
+    parts = Path(path).parts
+    return parts[parts.index(after) + 1]
+
+
+def run_job(smk) -> None:
+    job = run_method if smk.rule in RUN_RULES else JOBS[smk.rule]
+    terminal = os.fdopen(os.dup(2), "w")
+    if smk.log:
+        log = open(smk.log[0], "w", buffering=1)
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        sys.stdout = sys.stderr = log
+    from .runner import set_threads
+
+    set_threads(smk.threads)
+    try:
+        job(smk.input, smk.output, smk.params, smk.threads)
+    except Exception as e:  # noqa: BLE001 — every failure gets one clear line where the user looks
+        traceback.print_exc()
+        message = f"tunebench {smk.rule}: {type(e).__name__}: {e}"
+        print(message, file=sys.stderr)
+        print(message, file=terminal)
+        terminal.flush()
+        sys.exit(1)

@@ -1,0 +1,152 @@
+"""The one run interface every method family shares.
+
+A strategy is a function `run(spec: RunSpec) -> RunOutput`. The harness here gives it the prepared table and
+settings, then scores its test predictions the same way for every family, attaches cost and provenance, and
+writes `predictions.parquet` and `metrics.json` atomically (metrics.json last: it marks a finished run).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import resource
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import polars as pl
+
+from . import __version__, io as tio, metrics, provenance
+from .config import STRATEGY_FAMILY
+
+# family → module that has `run(spec)`; imported lazily so a baseline never pays torch's import time.
+FAMILY_MODULES = {
+    "baseline": "tunebench.baselines",
+    "encoder": "tunebench.encoder",
+    "embedding": "tunebench.fewshot",
+    "icl": "tunebench.icl",
+    "seq2seq": "tunebench.seq2seq",
+}
+
+
+@dataclass
+class RunSpec:
+    dataset: str
+    model: str
+    method: str
+    seed: int
+    dataset_cfg: dict
+    model_cfg: dict | None
+    method_cfg: dict
+    table_path: str
+    run_dir: Path
+    threads: int = 1
+    tokenized_dir: str | None = None     # encoder / seq2seq families: Arrow shards of this (dataset, model)
+    features_path: str | None = None     # head / embedding strategies: cached pooled features
+    embeddings_path: str | None = None   # icl with similar demonstrations: cached sentence embeddings
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def task(self) -> str:
+        return self.dataset_cfg["task"]
+
+    @property
+    def labels(self) -> list[str] | None:
+        return self.dataset_cfg.get("labels")
+
+    @property
+    def strategy(self) -> str:
+        return self.method_cfg["strategy"]
+
+    def table(self) -> pl.DataFrame:
+        return pl.read_parquet(self.table_path)
+
+    def split(self, name: str) -> pl.DataFrame:
+        return self.table().filter(pl.col("split") == name)
+
+    @property
+    def target_column(self) -> str:
+        return "label" if self.task == "classification" else "target"
+
+
+@dataclass
+class RunOutput:
+    """What a strategy returns.
+
+    predictions: one row per test example: `id`, `prediction` (label name or number; None where a generated
+      answer could not be parsed), and for classification optionally `score_<label>` columns.
+    info: cost and method facts — trainable_params, total_params, train_time_s, eval_time_s, tokens_per_s,
+      epochs, best_dev_metric, device, precision, train_rows, ... (whatever applies).
+    extra_metrics: metrics only this family has (e.g. unparseable_rate, coverage).
+    """
+
+    predictions: pl.DataFrame
+    info: dict = field(default_factory=dict)
+    extra_metrics: dict = field(default_factory=dict)
+
+
+def score(spec: RunSpec, out: RunOutput) -> tuple[pl.DataFrame, dict]:
+    """Join predictions to gold labels and compute the test metrics.
+
+    A missing prediction (None: a generated answer that did not parse) is never dropped: for classification
+    it counts as wrong; for regression it is charged `unparsed_penalty` as its absolute error.
+    """
+    test = spec.split("test").select("id", pl.col(spec.target_column).alias("gold"))
+    preds = out.predictions
+    if preds["id"].n_unique() != preds.height:
+        raise ValueError(f"{spec.method}: predictions repeat ids")
+    unknown = preds.filter(~pl.col("id").is_in(test["id"].implode()))
+    if unknown.height:
+        raise ValueError(f"{spec.method}: predictions for ids not in the test split: {unknown['id'].head(3).to_list()}")
+    joined = test.join(preds, on="id", how="inner", maintain_order="left")
+    if joined.height < test.height and not spec.method_cfg.get("max_test_samples"):
+        raise ValueError(f"{spec.method}: predictions cover {joined.height} of {test.height} test examples")
+    gold, pred = joined["gold"].to_list(), joined["prediction"].to_list()
+    unparsed = sum(p is None for p in pred)
+    if spec.task == "classification":
+        pred = ["<unparsed>" if p is None else p for p in pred]
+        result = metrics.classification_scalars(gold, pred, spec.labels)
+        result.update(metrics.classification_details(gold, pred, spec.labels))
+    else:
+        penalty = spec.method_cfg.get("unparsed_penalty", 0.0)
+        pred = [g - penalty if p is None else p for g, p in zip(gold, pred)]
+        result = metrics.regression_scalars(gold, pred)
+    if "unparsed" in preds.columns or unparsed:
+        result["unparseable_rate"] = unparsed / max(joined.height, 1)
+    result.update(out.extra_metrics)
+    result["n_test"] = joined.height
+    return joined, result
+
+
+def execute(spec: RunSpec, predictions_path, metrics_path) -> dict:
+    started = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
+    module = importlib.import_module(FAMILY_MODULES[STRATEGY_FAMILY[spec.strategy]])
+    spec.run_dir.mkdir(parents=True, exist_ok=True)
+    out = module.run(spec)
+    joined, test_metrics = score(spec, out)
+    record = {
+        "dataset": spec.dataset, "model": spec.model, "method": spec.method, "seed": spec.seed,
+        "task": spec.task, "strategy": spec.strategy, "family": STRATEGY_FAMILY[spec.strategy],
+        "metrics": test_metrics,
+        "cost": {**out.info, "wall_time_s": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb()},
+        "config": {"dataset": spec.dataset_cfg, "model": spec.model_cfg, "method": spec.method_cfg},
+        "data": {"table": spec.table_path, "table_sha256": tio.sha256(spec.table_path)},
+        "provenance": {**provenance.collect(), "tunebench_version": __version__, "threads": spec.threads,
+                       "started": started.isoformat(), "ended": datetime.now(timezone.utc).isoformat()},
+    }
+    tio.write_parquet(predictions_path, joined)
+    tio.write_json(metrics_path, record)
+    return record
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def set_threads(threads: int) -> None:
+    """Use exactly the cores the rule was given (Snakemake / SLURM), before torch spins up its pools."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
