@@ -5,7 +5,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The default study, unless a config is given on the command line (`--configfile`): a given config replaces it
+# rather than being merged into it, so a study never inherits datasets or methods it did not name.
+if not config:
+
+    configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"

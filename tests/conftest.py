@@ -1,0 +1,128 @@
+"""Shared fixtures: the repository paths, tiny models, and a working folder for Snakemake runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "workflow"))
+sys.path.insert(0, str(REPO / "tests"))
+
+
+def snakemake_cmd(workdir, *args, configfile="config/smoke.yaml"):
+    """Snakemake on the repository's Snakefile, run in `workdir` (which links data/ and config/)."""
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+            "--configfile", configfile, *args]
+
+
+def run_snakemake(workdir, *args, configfile="config/smoke.yaml", check=True, env=None):
+    proc = subprocess.run(snakemake_cmd(workdir, *args, configfile=configfile), capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def make_workdir(path: Path) -> Path:
+    """A Snakemake working folder: links to the repository's data and config, and the tiny models."""
+    from tiny_models import build_tiny_bert
+
+    path.mkdir(parents=True, exist_ok=True)
+    for name in ("data", "config"):
+        if not (path / name).exists():
+            (path / name).symlink_to(REPO / name)
+    if not (path / "tiny_models" / "bert").exists():
+        build_tiny_bert(path / "tiny_models" / "bert")
+    return path
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """The smoke study run once to completion: (workdir, completed process)."""
+    workdir = make_workdir(tmp_path_factory.mktemp("smoke"))
+    proc = run_snakemake(workdir, "--cores", "2")
+    return workdir, proc
+
+
+@pytest.fixture
+def make_table_spec(tmp_path):
+    """Factory for a RunSpec over a small polars table (columns id, text, label | target, group, split).
+
+    `make_table_spec(table, task, labels, method_cfg, seed=0, model_cfg=None, name="toy")` writes the table to a
+    Parquet file under tmp_path and resolves the dataset and method (and model, if given) through the config
+    schema, so the spec carries every default a real run would.
+    """
+    from tunebench.config import validate
+    from tunebench.runner import RunSpec
+
+    def build(table, task, labels, method_cfg, seed=0, model_cfg=None, name="toy"):
+        table_path = tmp_path / f"{name}.parquet"
+        table.write_parquet(table_path)
+        column = "label" if task == "classification" else "target"
+        dataset = {"loader": "table", "path": str(table_path), "task": task, "columns": {column: column}}
+        if labels is not None:
+            dataset["labels"] = list(labels)
+        block = {"datasets": [name], "methods": ["method"], **({"models": ["model"]} if model_cfg else {})}
+        config = validate({"datasets": {name: dataset}, "methods": {"method": method_cfg},
+                           "models": {"model": model_cfg} if model_cfg else {}, "study": [block]})
+        run_dir = tmp_path / "runs" / f"{name}-{method_cfg['strategy']}-seed{seed}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return RunSpec(dataset=name, model="model" if model_cfg else "none", method=method_cfg["strategy"],
+                       seed=seed, dataset_cfg=config["datasets"][name],
+                       model_cfg=config["models"].get("model"), method_cfg=config["methods"]["method"],
+                       table_path=str(table_path), run_dir=run_dir)
+
+    return build
+
+
+# --- Generative models (prompting, seq2seq fine-tuning, API) --------------------------------------------------
+
+@pytest.fixture(scope="session")
+def tiny_t5(tmp_path_factory) -> Path:
+    from tiny_models import PROMPT_CORPUS, build_tiny_t5
+
+    return build_tiny_t5(tmp_path_factory.mktemp("models") / "t5", PROMPT_CORPUS)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    from tiny_models import PROMPT_CORPUS, build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("models") / "llama", PROMPT_CORPUS)
+
+
+@pytest.fixture
+def make_spec(tmp_path):
+    """make_spec(model_cfg, method_cfg, task=..., **spec_fields) → a RunSpec on a tiny table, with the
+    dataset, model and method configs resolved (defaults filled) through the schema."""
+    import polars as pl
+    from tiny_models import tiny_sentiment_rows
+    from tunebench import config as tbconfig
+    from tunebench.runner import RunSpec
+
+    def make(model_cfg, method_cfg, task="classification", rows=None, **fields):
+        table = tmp_path / f"table-{task}.parquet"
+        pl.DataFrame(rows or tiny_sentiment_rows(task)).write_parquet(table)
+        dataset = {"loader": "table", "path": str(table), "task": task,
+                   "columns": {"label": "label"} if task == "classification" else {"target": "target"}}
+        if task == "classification":
+            dataset["labels"] = ["negative", "neutral", "positive"]
+        resolved = tbconfig.validate({"datasets": {"d": dataset}, "models": {"m": model_cfg},
+                                      "methods": {"x": method_cfg},
+                                      "study": [{"datasets": ["d"], "models": ["m"], "methods": ["x"]}]})
+        return RunSpec(dataset="d", model="m", method="x", seed=fields.pop("seed", 0),
+                       dataset_cfg=resolved["datasets"]["d"], model_cfg=resolved["models"]["m"],
+                       method_cfg=resolved["methods"]["x"], table_path=str(table),
+                       run_dir=fields.pop("run_dir", tmp_path / "run"), **fields)
+
+    return make
