@@ -215,7 +215,10 @@ def last_checkpoint(path: Path) -> str | None:
 
 
 def fit(model, train, dev, spec: RunSpec, collator, group_by_length: bool = True, **arg_overrides):
-    """Train with the Trainer (early stopping, best checkpoint restored, resume). Returns (trainer, seconds)."""
+    """Train with the Trainer (early stopping, best checkpoint restored, resume).
+
+    Returns (trainer, train seconds, the checkpoint it resumed from or None).
+    """
     from transformers import EarlyStoppingCallback, Trainer
 
     out = checkpoint_dir(spec)
@@ -229,7 +232,17 @@ def fit(model, train, dev, spec: RunSpec, collator, group_by_length: bool = True
         print(f"resuming from {resume}")
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
-    return trainer, time.perf_counter() - t0
+    return trainer, time.perf_counter() - t0, resume
+
+
+def predict_in_order(trainer, dataset) -> np.ndarray:
+    """Logits in the dataset's row order.
+
+    With length grouping on, the Trainer also evaluates in a length-grouped (permuted) order; its own metrics do
+    not mind, but predictions joined to ids by position would be scrambled. Predict sequentially instead.
+    """
+    trainer.args.train_sampling_strategy = "random"  # affects only the eval sampler now: sequential
+    return trainer.predict(dataset).predictions
 
 
 def predictions_frame(spec: RunSpec, ids, logits: np.ndarray) -> pl.DataFrame:
@@ -271,7 +284,7 @@ def finish(spec: RunSpec, model, out_dir: Path) -> None:
 
 
 def cost_info(spec: RunSpec, model, trainer, train_seconds: float, eval_seconds: float, train_tokens: int,
-              train_rows: int) -> dict:
+              train_rows: int, resumed: str | None) -> dict:
     trainable, total = count_parameters(model)
     epochs = float(trainer.state.epoch or 0)
     info = {
@@ -287,6 +300,8 @@ def cost_info(spec: RunSpec, model, trainer, train_seconds: float, eval_seconds:
         "dev_metric": dev_metric(spec.task)[0],
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "precision": "bf16" if trainer.args.bf16 else "fp32",
+        "resumed_from": Path(resumed).name if resumed else None,
+        "train_losses": [e["loss"] for e in trainer.state.log_history if "loss" in e],
     }
     if torch.cuda.is_available():
         info["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -307,11 +322,12 @@ def run(spec: RunSpec) -> RunOutput:
     data = with_labels(tokenized, spec)
     train = cap_train(data["train"], cfg["max_train_samples"], spec.seed)
     model = build_model(spec)
-    trainer, train_seconds = fit(model, train, data["dev"], spec, DataCollatorWithPadding(tokenizer))
+    trainer, train_seconds, resumed = fit(model, train, data["dev"], spec, DataCollatorWithPadding(tokenizer))
     t0 = time.perf_counter()
-    logits = trainer.predict(data["test"]).predictions
+    logits = predict_in_order(trainer, data["test"])
     eval_seconds = time.perf_counter() - t0
-    info = cost_info(spec, model, trainer, train_seconds, eval_seconds, int(sum(train["length"])), len(train))
+    info = cost_info(spec, model, trainer, train_seconds, eval_seconds, int(sum(train["length"])), len(train),
+                     resumed)
     info["pooling"] = model.pooling if hasattr(model, "pooling") else model.base_model.model.pooling
     finish(spec, model, Path(trainer.args.output_dir))
     return RunOutput(predictions_frame(spec, test_ids, logits), info)
@@ -370,12 +386,12 @@ def run_head(spec: RunSpec) -> RunOutput:
     num_labels = len(spec.labels) if spec.task == "classification" else 1
     torch.manual_seed(spec.seed)
     model = FeatureHead(cache["features"].shape[1], num_labels)
-    trainer, train_seconds = fit(model, train, data["dev"], spec, default_data_collator, group_by_length=False,
-                                 bf16=False)
+    trainer, train_seconds, resumed = fit(model, train, data["dev"], spec, default_data_collator,
+                                          group_by_length=False, bf16=False)
     t0 = time.perf_counter()
-    logits = trainer.predict(data["test"]).predictions
+    logits = predict_in_order(trainer, data["test"])
     eval_seconds = time.perf_counter() - t0
-    info = cost_info(spec, model, trainer, train_seconds, eval_seconds, 0, len(train))
+    info = cost_info(spec, model, trainer, train_seconds, eval_seconds, 0, len(train), resumed)
     # The frozen encoder counts towards the total: the fraction that trains is the head's share of the model.
     total = info["trainable_params"] + int(cache["encoder_params"])
     info.update(total_params=total, trainable_fraction=info["trainable_params"] / total, tokens_per_s=None,

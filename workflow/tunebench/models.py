@@ -84,9 +84,14 @@ class EncoderClassifier(nn.Module):
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total). 4-bit weights are stored packed two to a byte: count their real element count."""
+    """(trainable, total). 4-bit weights are stored packed two to a byte: count their real element count.
+
+    peft keeps a frozen copy of each module it trains in full (`original_module`): not part of the model used.
+    """
     trainable = total = 0
-    for p in model.parameters():
+    for name, p in model.named_parameters():
+        if ".original_module." in name:
+            continue
         quant_state = getattr(p, "quant_state", None)
         n = quant_state.shape.numel() if quant_state is not None else p.numel()
         total += n

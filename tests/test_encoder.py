@@ -1,0 +1,211 @@
+"""Encoder strategies on a tiny BERT: which parameters train, loss falls, save/load, resume, cached head."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from tiny_models import build_tiny_bert
+from tunebench import config as tbconfig
+from tunebench.encoder import (FeatureHead, build_model, encoder_layers, feature_splits, load_trainable,
+                               save_trainable)
+from tunebench.features import encode_features
+from tunebench.runner import RunSpec, execute
+from tunebench.tokenize import tokenize_table
+
+LABELS = ["negative", "neutral", "positive"]
+WORDS = {"negative": ["plunge", "fall", "loss"], "neutral": ["meet", "report", "board"],
+         "positive": ["surge", "rise", "profit"]}
+FILLER = ["the", "company", "shares", "today", "in", "quarter", "said"]
+
+
+def synthetic_table(n: int = 240, seed: int = 0) -> pl.DataFrame:
+    """Sentences whose class is set by one planted word; the target is the class's sign plus noise."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        label = LABELS[i % 3]
+        words = list(rng.choice(FILLER, size=5)) + [rng.choice(WORDS[label])]
+        rng.shuffle(words)
+        split = "test" if i % 10 == 0 else "dev" if i % 10 == 1 else "train"
+        rows.append({"id": f"r{i}", "text": " ".join(words), "label": label,
+                     "target": float(LABELS.index(label) - 1) + rng.normal(0, 0.1), "group": None, "split": split})
+    return pl.DataFrame(rows, schema_overrides={"group": pl.String})
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("encoder")
+    corpus = [" ".join(FILLER + sum(WORDS.values(), []))] * 3
+    model_path = build_tiny_bert(root / "bert", corpus=corpus)
+    table = root / "table.parquet"
+    synthetic_table().write_parquet(table)
+    model_cfg = resolved_model(str(model_path))
+    tokenize_table(table, model_cfg, root / "tokenized")
+    for pooling in ("mean", "cls"):
+        encode_features(root / "tokenized", model_cfg, pooling, root / f"{pooling}.npz")
+    return root
+
+
+def resolved_model(path: str, pooling: str = "mean") -> dict:
+    cfg = resolved({"strategy": "full"}, model={"kind": "encoder", "path": path, "max_length": 32, "pooling": pooling})
+    return cfg["models"]["m"]
+
+
+def resolved(method: dict, model: dict | None = None, task: str = "classification") -> dict:
+    """A minimal config pushed through the schema, so every default is filled."""
+    ds = {"loader": "table", "path": "x.csv", "task": task, "columns": {"label": "label", "target": "target"}}
+    if task == "classification":
+        ds["labels"] = LABELS
+    config = {"datasets": {"d": ds}, "methods": {"m": method}, "study": [{"datasets": ["d"], "methods": ["m"]}],
+              "models": {"m": model or {"kind": "encoder", "path": "bert-base-uncased"}}}
+    config["study"][0]["models"] = ["m"]
+    return tbconfig.validate(config)
+
+
+def make_spec(root: Path, strategy: str, task: str = "classification", run_dir=None, pooling="mean", **method):
+    cfg = resolved({"strategy": strategy, "epochs": 3, "learning_rate": 5e-3, "batch_size": 16,
+                    "early_stopping_patience": None, "precision": "fp32", **method}, task=task)
+    return RunSpec(dataset="d", model="tiny", method=strategy, seed=0, dataset_cfg=cfg["datasets"]["d"],
+                   model_cfg=resolved_model(str(root / "bert"), pooling), method_cfg=cfg["methods"]["m"],
+                   table_path=str(root / "table.parquet"), run_dir=Path(run_dir or root / "runs" / f"{strategy}-{task}"),
+                   threads=1, tokenized_dir=str(root / "tokenized"), features_path=str(root / f"{pooling}.npz"))
+
+
+def trainable_names(model) -> set[str]:
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+@pytest.mark.parametrize("strategy", ["full", "top_k", "lora", "qlora"])
+def test_exactly_the_intended_parameters_train(workspace, strategy, task):
+    spec = make_spec(workspace, strategy, task, k=1)
+    model = build_model(spec)
+    names = trainable_names(model)
+    every = {n for n, _ in model.named_parameters()}
+    head = {n for n in every if "classifier" in n and "original_module" not in n}  # peft keeps a frozen copy
+    assert head and head <= names
+    if strategy == "full":
+        assert names == every
+    elif strategy == "top_k":
+        last = len(encoder_layers(model.encoder)) - 1
+        assert all(n.startswith(f"encoder.encoder.layer.{last}.") or "classifier" in n for n in names)
+        assert any(n.startswith(f"encoder.encoder.layer.{last}.") for n in names)
+    else:
+        adapters = {n for n in names if "lora_" in n}
+        assert adapters and names == adapters | head
+        assert all(("query" in n or "value" in n) for n in adapters)
+    out_features = 3 if task == "classification" else 1
+    assert any(p.shape[0] == out_features for n, p in model.named_parameters() if "classifier" in n and "weight" in n)
+
+
+def test_cls_pooling_trains_the_pooler_with_adapters(workspace):
+    spec = make_spec(workspace, "lora", pooling="cls")
+    names = trainable_names(build_model(spec))
+    assert any("pooler" in n for n in names), "the pooler sits between encoder and head: it must train"
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+@pytest.mark.parametrize("strategy", ["head", "top_k", "full", "lora", "qlora"])
+def test_training_lowers_the_loss_and_scores(workspace, strategy, task, tmp_path):
+    spec = make_spec(workspace, strategy, task, run_dir=tmp_path / "run", k=1, logging_steps=1)
+    record = execute(spec, tmp_path / "predictions.parquet", tmp_path / "metrics.json")
+    assert record["cost"]["trainable_params"] > 0
+    assert not (spec.run_dir / "checkpoints").exists(), "checkpoints are dropped after a finished run"
+    preds = pl.read_parquet(tmp_path / "predictions.parquet")
+    assert preds.height == 24
+    losses = record["cost"]["train_losses"]
+    assert losses[-1] < losses[0], losses
+
+
+def test_save_then_load_gives_identical_predictions(workspace, tmp_path):
+    spec = make_spec(workspace, "lora", run_dir=tmp_path, save_weights=True)
+    execute(spec, tmp_path / "p.parquet", tmp_path / "m.json")
+    first = pl.read_parquet(tmp_path / "p.parquet")
+    model = load_trainable(build_model(spec), tmp_path / "weights.safetensors").eval()
+    test = synthetic_table().filter(pl.col("split") == "test")
+    from tunebench.models import load_tokenizer
+
+    batch = load_tokenizer(spec.model_cfg)(test["text"].to_list(), padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])["logits"]
+    probs = torch.softmax(logits.float(), -1).numpy()
+    np.testing.assert_allclose(probs, first.select([f"score_{lab}" for lab in LABELS]).to_numpy(), atol=1e-5)
+
+
+def test_cached_head_agrees_with_head_through_frozen_encoder(workspace):
+    """Training the head on cached features = training it on the frozen encoder's output (eval mode)."""
+    spec = make_spec(workspace, "head")
+    data, _, cache = feature_splits(spec)
+    model = build_model(make_spec(workspace, "full")).eval()
+    from tunebench.models import load_tokenizer, pool
+
+    texts = synthetic_table().filter(pl.col("split") == "train")["text"].to_list()
+    batch = load_tokenizer(spec.model_cfg)(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")
+    with torch.inference_mode():
+        hidden = model.encoder(**batch).last_hidden_state
+        live = pool(hidden, batch["attention_mask"], "mean").numpy()
+    np.testing.assert_allclose(np.asarray(data["train"]["features"], dtype=np.float32), live, atol=1e-5)
+
+    def train(features):
+        torch.manual_seed(0)
+        head = FeatureHead(features.shape[1], 3, dropout=0.0)
+        opt = torch.optim.AdamW(head.parameters(), lr=1e-2)
+        x, y = torch.as_tensor(features), torch.as_tensor(data["train"]["labels"])
+        for _ in range(50):
+            opt.zero_grad()
+            head(x, y)["loss"].backward()
+            opt.step()
+        return head.classifier.weight.detach().numpy()
+
+    np.testing.assert_allclose(train(np.asarray(data["train"]["features"], dtype=np.float32)), train(live), atol=1e-4)
+
+
+RESUME_SCRIPT = """
+import sys, pickle
+sys.path[:0] = {paths!r}
+from tunebench.runner import execute
+spec = pickle.load(open({spec!r}, "rb"))
+execute(spec, {pred!r}, {metrics!r})
+"""
+
+
+def test_killed_run_resumes_and_matches_an_uninterrupted_run(workspace, tmp_path):
+    """SIGKILL after the first checkpoint, start again: same metrics as a run that was never interrupted."""
+    import pickle
+
+    settings = dict(epochs=6, learning_rate=1e-3)
+    straight = make_spec(workspace, "full", run_dir=tmp_path / "straight", **settings)
+    reference = execute(straight, tmp_path / "straight.parquet", tmp_path / "straight.json")
+
+    spec = make_spec(workspace, "full", run_dir=tmp_path / "killed", **settings)
+    spec_file = tmp_path / "spec.pkl"
+    spec_file.write_bytes(pickle.dumps(spec))
+    script = RESUME_SCRIPT.format(paths=sys.path, spec=str(spec_file), pred=str(tmp_path / "k.parquet"),
+                                  metrics=str(tmp_path / "k.json"))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = spec.run_dir / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(checkpoints.glob("checkpoint-*/trainer_state.json")):
+        assert proc.poll() is None, "the run ended before its first checkpoint"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "k.json").exists(), "killed too late to test resuming"
+    assert list(checkpoints.glob("checkpoint-*"))
+
+    resumed = execute(spec, tmp_path / "k.parquet", tmp_path / "k.json")
+    assert resumed["cost"]["resumed_from"], "the second start should resume from the checkpoint"
+    for key in ("accuracy", "macro_f1", "mcc"):
+        assert resumed["metrics"][key] == reference["metrics"][key]
+    assert pl.read_parquet(tmp_path / "k.parquet").equals(pl.read_parquet(tmp_path / "straight.parquet"))
