@@ -40,6 +40,9 @@ wildcard_constraints:
     pooling="mean|cls",
 
 
+# The word list lm_dictionary reads: an input, so that editing it reruns those runs.
+LM_LEXICON = Path(workflow.basedir) / "data/raw/loughran_mcdonald/LoughranMcDonald_SentimentWordLists_2018.csv"
+
 RUN_DIR = "results/runs/{dataset}/{model}/{method}/seed{seed}"
 
 
@@ -88,6 +91,8 @@ def run_inputs(wc):
         inputs["features"] = features_file(wc.dataset, wc.model, pooling_for(wc.model, wc.method))
     if family == "embedding":
         inputs["features"] = features_file(wc.dataset, wc.model, "mean")
+    if strategy == "lm_dictionary":
+        inputs["lexicon"] = str(LM_LEXICON)
     retriever = config["methods"][wc.method].get("retriever")
     if family == "icl" and config["methods"][wc.method]["selection"] == "similar" and retriever:
         inputs["embeddings"] = features_file(wc.dataset, retriever, "mean")

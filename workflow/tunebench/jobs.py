@@ -68,6 +68,13 @@ def _wildcard(path, after):
     return parts[parts.index(after) + 1]
 
 
+def set_threads(threads: int) -> None:
+    """Use exactly the cores the rule was given (Snakemake / SLURM). Must run before numpy or torch is imported:
+    their thread pools read these variables once, at import."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+
+
 def run_job(smk) -> None:
     job = run_method if smk.rule in RUN_RULES else JOBS[smk.rule]
     terminal = os.fdopen(os.dup(2), "w")
@@ -76,8 +83,6 @@ def run_job(smk) -> None:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         sys.stdout = sys.stderr = log
-    from .runner import set_threads
-
     set_threads(smk.threads)
     try:
         job(smk.input, smk.output, smk.params, smk.threads)

@@ -8,7 +8,6 @@ writes `predictions.parquet` and `metrics.json` atomically (metrics.json last: i
 from __future__ import annotations
 
 import importlib
-import os
 import resource
 import time
 from dataclasses import dataclass, field
@@ -144,9 +143,3 @@ def execute(spec: RunSpec, predictions_path, metrics_path) -> dict:
 def peak_rss_mb() -> float:
     """Peak resident memory of this process (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def set_threads(threads: int) -> None:
-    """Use exactly the cores the rule was given (Snakemake / SLURM), before torch spins up its pools."""
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = str(threads)
