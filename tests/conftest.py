@@ -22,7 +22,7 @@ def snakemake_cmd(workdir, *args, configfile="config/smoke.yaml"):
 
 def run_snakemake(workdir, *args, configfile="config/smoke.yaml", check=True, env=None):
     proc = subprocess.run(snakemake_cmd(workdir, *args, configfile=configfile), capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})
+                          env={**os.environ, **(env or {})}, cwd=workdir)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc
@@ -38,6 +38,16 @@ def make_workdir(path: Path) -> Path:
             (path / name).symlink_to(REPO / name)
     if not (path / "tiny_models" / "bert").exists():
         build_tiny_bert(path / "tiny_models" / "bert")
+    return path
+
+
+def make_data_workdir(path: Path) -> Path:
+    """A Snakemake working folder for studies of model-free methods only (baselines): like make_workdir, but
+    without building the tiny models, which costs a torch import."""
+    path.mkdir(parents=True, exist_ok=True)
+    for name in ("data", "config"):
+        if not (path / name).exists():
+            (path / name).symlink_to(REPO / name)
     return path
 
 

@@ -85,7 +85,7 @@ def run_inputs(wc):
     inputs = {"table": f"results/data/{wc.dataset}/table.parquet"}
     strategy = config["methods"][wc.method]["strategy"]
     family = tbconfig.STRATEGY_FAMILY[strategy]
-    if family in ("encoder", "seq2seq") and strategy != "head":
+    if family == "encoder" and strategy != "head":
         inputs["tokenized"] = tokenized_dir(wc.dataset, wc.model)
     if strategy == "head":
         inputs["features"] = features_file(wc.dataset, wc.model, pooling_for(wc.model, wc.method))

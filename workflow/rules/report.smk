@@ -7,9 +7,9 @@ rule aggregate:
         metrics=[f"{d}/metrics.json" for d in run_dirs()],
         predictions=[f"{d}/predictions.parquet" for d in run_dirs()],
     output:
-        runs="results/runs.csv",
-        summary="results/summary.csv",
-        comparisons="results/comparisons.csv",
+        runs=report("results/runs.csv", caption="../report/runs.rst", category="Tables"),
+        summary=report("results/summary.csv", caption="../report/summary.rst", category="Tables"),
+        comparisons=report("results/comparisons.csv", caption="../report/comparisons.rst", category="Tables"),
     params:
         stats=lambda wc: report_settings("comparisons", "bootstrap_samples", "confidence"),
         version=tunebench.__version__,
@@ -29,7 +29,10 @@ rule report:
         anchors=config["report"]["published_anchors"],
     output:
         markdown=report("results/report.md", caption="../report/report.rst", category="Report"),
-        html="results/report.html",
+        html=report("results/report.html", caption="../report/report_html.rst", category="Report"),
+        # build_report writes its figures to figures/ next to report.md.
+        figures=report(directory("results/figures"), patterns=["{name}.png"], caption="../report/figures.rst",
+                       category="Figures", labels={"figure": "{name}"}),
     params:
         settings=lambda wc: report_settings("primary_metric", "dictionary_words"),
         version=tunebench.__version__,

@@ -25,7 +25,8 @@ def classification_scalars(gold, pred, labels) -> dict[str, float]:
 def regression_scalars(gold, pred) -> dict[str, float]:
     gold, pred = np.asarray(gold, dtype=float), np.asarray(pred, dtype=float)
     mse = float(skm.mean_squared_error(gold, pred))
-    constant = np.std(pred) == 0 or np.std(gold) == 0
+    # Exactly constant (np.std of a constant float array can be 1e-17, and scipy then returns NaN).
+    constant = bool(np.all(pred == pred[0]) or np.all(gold == gold[0]))
     norm = np.linalg.norm(gold) * np.linalg.norm(pred)
     return {
         "mse": mse,

@@ -1,0 +1,305 @@
+"""Aggregation and the report, built from a fixture of fake run folders; the HTML opened in headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import polars as pl
+import pytest
+
+from tunebench import metrics
+from tunebench.aggregate import aggregate_runs
+from tunebench.report import build_report
+
+REPO = Path(__file__).resolve().parents[1]
+LABELS = ["negative", "neutral", "positive"]
+COMPARISONS = [["full", "head"], ["full", "lm_dictionary"], ["full", "learned_dictionary"],
+               ["full", "few_shot_k5"], ["full", "not_run"]]
+FAMILY = {"majority": "baseline", "lm_dictionary": "baseline", "learned_dictionary": "baseline",
+          "full": "encoder", "head": "encoder", "embedding_zero_shot": "embedding",
+          "embedding_few_shot": "embedding", "icl": "icl"}
+
+
+def write_run(root: Path, dataset: str, model: str, method: str, seed: int, gold, pred, *, strategy: str,
+              method_cfg: dict | None = None, cost: dict | None = None, loader: str | None = None):
+    """A run folder like runner.execute writes: predictions.parquet and metrics.json (metrics from gold/pred)."""
+    task = "regression" if isinstance(gold[0], float) else "classification"
+    method_cfg = {"strategy": strategy, **(method_cfg or {})}
+    run_dir = root / "runs" / dataset / model / method / f"seed{seed}"
+    run_dir.mkdir(parents=True)
+    ids = [f"{dataset}-{i:04d}" for i in range(len(gold))]
+    predictions = pl.DataFrame({"id": ids, "gold": gold, "prediction": pred})
+    if task == "classification":
+        scored = ["<unparsed>" if p is None else p for p in pred]
+        result = metrics.classification_scalars(gold, scored, LABELS)
+        result.update(metrics.classification_details(gold, scored, LABELS))
+    else:
+        penalty = method_cfg.get("unparsed_penalty", 0.0)
+        result = metrics.regression_scalars(gold, [g - penalty if p is None else p for g, p in zip(gold, pred)])
+    if any(p is None for p in pred):
+        result["unparseable_rate"] = sum(p is None for p in pred) / len(pred)
+    result["n_test"] = len(gold)
+    dataset_cfg = {"loader": loader or dataset, "task": task, **({"labels": LABELS} if task == "classification"
+                                                                else {})}
+    record = {"dataset": dataset, "model": model, "method": method, "seed": seed, "task": task,
+              "strategy": strategy, "family": FAMILY[strategy], "metrics": result,
+              "cost": {"wall_time_s": 1.0 + seed, "peak_rss_mb": 300.0, **(cost or {})},
+              "config": {"dataset": dataset_cfg, "model": None, "method": method_cfg}, "provenance": {}}
+    predictions.write_parquet(run_dir / "predictions.parquet")
+    (run_dir / "metrics.json").write_text(json.dumps(record))
+    return run_dir
+
+
+def noisy_labels(rng, gold, accuracy):
+    wrong = [LABELS[(LABELS.index(g) + 1) % 3] for g in gold]
+    return [g if rng.random() < accuracy else w for g, w in zip(gold, wrong)]
+
+
+def build_fixture(root: Path) -> list[Path]:
+    rng = np.random.default_rng(0)
+    gold = [LABELS[i] for i in rng.integers(0, 3, 240)]
+    encoder_cost = {"trainable_params": 1_000_000, "total_params": 1_000_000, "train_time_s": 120.0,
+                    "tokens_per_s": 900.0}
+    runs = [
+        write_run(root, "fpb", "none", "majority", 0, gold, ["neutral"] * 240, strategy="majority",
+                  cost={"trainable_params": 0, "train_time_s": 0.0}),
+        write_run(root, "fpb", "none", "lm_dictionary", 0, gold, noisy_labels(rng, gold, 0.6),
+                  strategy="lm_dictionary", cost={"trainable_params": 12, "train_time_s": 0.5}),
+        write_run(root, "fpb", "none", "learned_dictionary", 0, gold, noisy_labels(rng, gold, 0.7),
+                  strategy="learned_dictionary", method_cfg={"max_train_samples": 500},
+                  cost={"trainable_params": 3000, "train_time_s": 2.0}),
+        write_run(root, "fpb", "tiny", "head", 0, gold, noisy_labels(rng, gold, 0.75), strategy="head",
+                  cost={**encoder_cost, "trainable_params": 1155, "train_time_s": 3.0}),
+        write_run(root, "fpb", "tiny", "zero_shot", 0, gold, noisy_labels(rng, gold, 0.5),
+                  strategy="embedding_zero_shot", cost={"trainable_params": 0}),
+        write_run(root, "fpb", "tiny", "few_shot_k1", 0, gold, noisy_labels(rng, gold, 0.55),
+                  strategy="embedding_few_shot", method_cfg={"shots": 1, "classifier": "centroid"}),
+        write_run(root, "fpb", "tiny", "few_shot_k5", 0, gold, noisy_labels(rng, gold, 0.65),
+                  strategy="embedding_few_shot", method_cfg={"shots": 5, "classifier": "centroid"}),
+        write_run(root, "fpb", "tiny", "icl_k4", 0, gold,
+                  [None if i % 10 == 0 else p for i, p in enumerate(noisy_labels(rng, gold, 0.6))],
+                  strategy="icl", method_cfg={"k": 4, "selection": "random"}),
+    ]
+    runs += [write_run(root, "fpb", "tiny", "full", seed, gold, noisy_labels(rng, gold, 0.85 + 0.02 * seed),
+                       strategy="full", cost=encoder_cost) for seed in range(3)]
+    words = pl.DataFrame({"word": ["profit", "loss", "said", "growth", "decline"], "train_freq": [40, 35, 90, 20, 15],
+                          "weight_negative": [-1.5, 2.1, 0.0, -0.8, 1.7], "weight_neutral": [-0.2, -0.3, 0.9, 0.1, 0.0],
+                          "weight_positive": [1.9, -1.8, -0.1, 1.2, -1.1]})
+    words.write_csv(runs[2] / "dictionary.csv")
+
+    score = list(np.round(rng.uniform(-1, 1, 150), 3))
+    reg = [
+        write_run(root, "semeval", "none", "lm_dictionary", 0, score,
+                  list(0.5 * np.array(score) + rng.normal(0, 0.25, 150)), strategy="lm_dictionary",
+                  cost={"trainable_params": 3, "train_time_s": 0.2}, loader="semeval17"),
+        write_run(root, "semeval", "none", "learned_dictionary", 0, score,
+                  list(0.6 * np.array(score) + rng.normal(0, 0.3, 150)), strategy="learned_dictionary",
+                  cost={"trainable_params": 800, "train_time_s": 1.0}, loader="semeval17"),
+        write_run(root, "semeval", "tiny", "full", 0, score, list(np.array(score) + rng.normal(0, 0.2, 150)),
+                  strategy="full", cost=encoder_cost, loader="semeval17"),
+        # Unparsed regression answers: aggregation must charge the penalty as runner.score does, or its
+        # check against metrics.json fails.
+        write_run(root, "semeval", "tiny", "icl_k4", 0, score,
+                  [None if i % 15 == 0 else s + 0.1 for i, s in enumerate(score)], strategy="icl",
+                  method_cfg={"k": 4, "selection": "random", "unparsed_penalty": 2.0}, loader="semeval17"),
+    ]
+    pl.DataFrame({"word": ["beat", "miss", "shares"], "train_freq": [12, 10, 50],
+                  "weight": [0.8, -0.9, 0.01]}).write_csv(reg[1] / "dictionary.csv")
+    return runs + reg
+
+
+def aggregate(root: Path, run_dirs: list[Path], samples: int = 300):
+    out = root / "results"
+    aggregate_runs([d / "metrics.json" for d in run_dirs], [d / "predictions.parquet" for d in run_dirs],
+                   out / "runs.csv", out / "summary.csv", out / "comparisons.csv",
+                   comparisons=COMPARISONS, bootstrap_samples=samples, confidence=0.95)
+    return out
+
+
+def report(out: Path):
+    build_report(out / "runs.csv", out / "summary.csv", out / "comparisons.csv",
+                 REPO / "data" / "reference" / "published.yaml", out / "report.md", out / "report.html",
+                 primary_metric={"classification": "macro_f1", "regression": "r2"}, dictionary_words=3)
+    return (out / "report.md").read_text(), (out / "report.html").read_text()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    run_dirs = build_fixture(root)
+    out = aggregate(root, run_dirs)
+    md, page = report(out)
+    return root, run_dirs, out, md, page
+
+
+def test_runs_table_has_one_row_per_run_with_metrics_cost_and_settings(built):
+    _, run_dirs, out, _, _ = built
+    runs = pl.read_csv(out / "runs.csv", infer_schema_length=None)
+    assert runs.height == len(run_dirs)
+    for column in ("dataset", "task", "model", "method", "strategy", "family", "seed", "accuracy", "macro_f1",
+                   "r2", "unparseable_rate", "trainable_params", "trainable_fraction", "train_time_s",
+                   "peak_rss_mb", "shots", "k", "max_train_samples", "run_dir"):
+        assert column in runs.columns, column
+    head = runs.filter((pl.col("dataset") == "fpb") & (pl.col("method") == "head")).row(0, named=True)
+    assert head["trainable_fraction"] == pytest.approx(1155 / 1_000_000)
+    assert runs.filter(pl.col("method") == "few_shot_k5")["shots"].to_list() == [5]
+
+
+def test_summary_means_sds_and_intervals(built):
+    _, _, out, _, _ = built
+    summary = pl.read_csv(out / "summary.csv", infer_schema_length=None)
+    assert summary.columns[:10] == ["dataset", "task", "model", "method", "metric", "mean", "sd", "ci_low",
+                                    "ci_high", "n_seeds"]
+    runs = pl.read_csv(out / "runs.csv", infer_schema_length=None)
+    full = runs.filter((pl.col("dataset") == "fpb") & (pl.col("method") == "full"))["accuracy"]
+    row = summary.filter((pl.col("dataset") == "fpb") & (pl.col("method") == "full")
+                         & (pl.col("metric") == "accuracy")).row(0, named=True)
+    assert row["n_seeds"] == 3 and row["ci_over"] == "seeds and test examples"
+    assert row["mean"] == pytest.approx(full.mean()) and row["sd"] == pytest.approx(full.std())
+    single = summary.filter(pl.col("n_seeds") == 1)
+    assert single["sd"].null_count() == single.height and set(single["ci_over"]) == {"test examples"}
+    bounded = summary.filter(pl.col("ci_low").is_not_null())
+    assert (bounded["ci_low"] <= bounded["mean"] + 1e-12).all() and (bounded["mean"] <= bounded["ci_high"] + 1e-12).all()
+    icl = summary.filter((pl.col("dataset") == "semeval") & (pl.col("method") == "icl_k4"))
+    assert icl.filter(pl.col("metric") == "unparseable_rate")["mean"][0] == pytest.approx(10 / 150)
+
+
+def test_comparisons_pair_models_and_skip_absent_methods(built):
+    _, _, out, _, _ = built
+    comp = pl.read_csv(out / "comparisons.csv", infer_schema_length=None)
+    pairs = set(comp.select("dataset", "a", "model_a", "b", "model_b").unique().iter_rows())
+    assert pairs == {("fpb", "full", "tiny", "head", "tiny"), ("fpb", "full", "tiny", "lm_dictionary", "none"),
+                     ("fpb", "full", "tiny", "learned_dictionary", "none"),
+                     ("fpb", "full", "tiny", "few_shot_k5", "tiny"),
+                     ("semeval", "full", "tiny", "lm_dictionary", "none"),
+                     ("semeval", "full", "tiny", "learned_dictionary", "none")}
+    assert (comp["difference"] - (comp["value_a"] - comp["value_b"])).abs().max() < 1e-12
+    classification = comp.filter(pl.col("task") == "classification")
+    assert classification["mcnemar_p"].is_between(0, 1).all()
+    assert comp.filter(pl.col("task") == "regression")["mcnemar_p"].null_count() > 0
+    mse = comp.filter((pl.col("dataset") == "semeval") & (pl.col("b") == "lm_dictionary")
+                      & (pl.col("metric") == "mse")).row(0, named=True)
+    assert mse["relative_gain_pct"] == pytest.approx(100 * (mse["value_a"] - mse["value_b"]) / mse["value_b"])
+    assert mse["relative_ci_low"] <= mse["relative_gain_pct"] <= mse["relative_ci_high"]
+
+
+def test_aggregation_is_deterministic_and_checks_metrics_against_predictions(built, tmp_path):
+    root, run_dirs, out, _, _ = built
+    again = aggregate(tmp_path, run_dirs)
+    for name in ("summary.csv", "comparisons.csv"):
+        assert (again / name).read_text() == (out / name).read_text()
+    broken = tmp_path / "broken"
+    shutil.copytree(run_dirs[1], broken)
+    record = json.loads((broken / "metrics.json").read_text())
+    record["metrics"]["accuracy"] += 0.1
+    (broken / "metrics.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="accuracy recomputed from predictions.parquet"):
+        aggregate(tmp_path / "b", [broken])
+
+
+def test_report_has_tables_gains_anchors_words_and_caps(built):
+    _, _, out, md, _ = built
+    fpb = md.split("## fpb")[1].split("\n## ")[0]
+    methods = fpb.split("### Methods")[1].split("###")[0]
+    first = [line for line in methods.splitlines() if line.startswith("| 1 |")][0]
+    assert "| full | tiny | 3 |" in first  # best first by macro-F1
+    assert "Araci (2019)" in fpb and "| weighted-F1 | 0.882 |" in fpb  # anchors beside FPB, in their own table
+    assert re.search(r"full \(tiny\) vs lm_dictionary: [+−]\d+\.\d% macro-F1 \[", fpb)
+    semeval = md.split("## semeval")[1]
+    assert re.search(r"full \(tiny\) vs lm_dictionary: \+\d+\.\d% R² \[.*\], −\d+\.\d% MSE \[", semeval)
+    assert "profit (+1.90)" in fpb and "loss (+2.10)" in fpb  # strongest word per class
+    assert "beat (+0.80)" in semeval and "miss (-0.90)" in semeval
+    assert "Wang (2024)" in md.split("## Published figures beside no dataset here")[1]
+    assert "learned_dictionary — max_train_samples = 500" in md
+    assert "resample seeds as well as test examples" in md
+    for name in ("fpb-by-method", "fpb-vs-params", "fpb-vs-time", "fpb-k-shot", "semeval-by-method"):
+        assert f"(figures/{name}.png)" in md
+        assert (out / "figures" / f"{name}.png").stat().st_size > 1000
+    assert "semeval-k-shot" not in md  # one ICL run with a single k there: no curve
+
+
+class Images(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.sources, self.external = [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.sources.append(attrs.get("src", ""))
+        for key in ("src", "href"):
+            if tag != "a" and attrs.get(key, "").startswith(("http:", "https:", "//")):
+                self.external.append(attrs[key])
+
+
+def check_images(page: str, expected: int):
+    parser = Images()
+    parser.feed(page)
+    assert not parser.external
+    assert len(parser.sources) == expected
+    for src in parser.sources:
+        assert src.startswith("data:image/png;base64,")
+        image = matplotlib.image.imread(io.BytesIO(base64.b64decode(src.split(",", 1)[1])), format="png")
+        assert image.shape[0] > 100 and image.shape[1] > 100  # a whole figure decodes, not a truncated one
+
+
+def test_html_is_self_contained(built):
+    _, _, _, md, page = built
+    check_images(page, md.count("](figures/"))
+    assert "<script" not in page and "<link" not in page
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    if not Path("/usr/bin/chromium").exists():
+        proc = subprocess.run(["sh", str(REPO / "tests" / "install_chromium.sh")], capture_output=True, text=True)
+        if proc.returncode != 0 or not Path("/usr/bin/chromium").exists():
+            pytest.skip(f"chromium could not be installed: {proc.stderr[-500:]}")
+    return "/usr/bin/chromium"
+
+
+def headless(chromium, profile: Path, *args, timeout=120):
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--enable-logging=stderr", "--v=0", f"--user-data-dir={profile}"]
+    return subprocess.run([chromium, *flags, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_html_opens_in_headless_chromium(built, chromium, tmp_path):
+    _, _, out, md, _ = built
+    url = (out / "report.html").as_uri()
+    shot = tmp_path / "report.png"
+    proc = headless(chromium, tmp_path / "profile-shot", f"--screenshot={shot}", "--window-size=1280,2400", url)
+    assert shot.exists(), proc.stderr[-2000:]
+    pixels = matplotlib.image.imread(shot)
+    assert pixels.shape[0] >= 2000 and pixels.std() > 0.05  # something is drawn, not a blank page
+    dom = headless(chromium, tmp_path / "profile-dom", "--dump-dom", url)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    check_images(dom.stdout, md.count("](figures/"))
+    assert "Paired comparisons" in dom.stdout
+    console = [line for line in (proc.stderr + dom.stderr).splitlines() if "CONSOLE" in line]
+    assert not console, console
+    errors = [line for line in dom.stderr.splitlines() if "ERR_" in line or "Failed to load" in line]
+    assert not errors, errors
+
+
+@pytest.mark.integration
+def test_snakemake_report_includes_tables_and_figures(smoke_run):
+    from conftest import run_snakemake
+
+    workdir, _ = smoke_run
+    run_snakemake(workdir, "--report", "results/snakemake-report.html")
+    page = (workdir / "results" / "snakemake-report.html").read_text()
+    figures = sorted(p.name for p in (workdir / "results" / "figures").glob("*.png"))
+    assert figures and all(name in page for name in figures)
+    for name in ("runs.csv", "summary.csv", "comparisons.csv", "report.md", "report.html"):
+        assert name in page, name

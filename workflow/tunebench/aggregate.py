@@ -1,0 +1,310 @@
+"""Finished runs → three tables: runs.csv, summary.csv and comparisons.csv.
+
+runs.csv        one row per run: identity, every scalar metric, the cost facts and the method's key settings.
+summary.csv     long format, one row per (dataset, model, method, metric): mean and sd over seeds and a
+                bootstrap CI — over test examples with one seed, over seeds and test examples with several
+                (see stats.py). Metrics are recomputed from predictions.parquet with the same vectorised
+                functions for the point and every resample, and checked against metrics.json.
+comparisons.csv for each configured pair [a, b] and dataset: a − b per metric with its paired-bootstrap CI,
+                the relative gain in percent with its CI, and McNemar's exact p (classification).
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from . import io as tio
+from . import stats
+from .config import NO_MODEL
+from .metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
+
+IDENTITY = ["dataset", "task", "model", "method", "strategy", "family", "seed", "loader"]
+COST_ORDER = ["trainable_params", "total_params", "trainable_fraction", "train_time_s", "eval_time_s",
+              "wall_time_s", "peak_rss_mb", "tokens_per_s", "train_rows"]
+# Method settings a reader needs beside the numbers: shots (embedding few-shot) and k (ICL demonstrations;
+# for top_k the number of trained layers), and the caps.
+SETTINGS = ["shots", "k", "selection", "classifier", "decoding", "r", "variant",
+            "max_train_samples", "max_test_samples"]
+TOLERANCE = 1e-6  # recomputed vs recorded metric
+SUMMARY_SCHEMA = {"dataset": pl.String, "task": pl.String, "model": pl.String, "method": pl.String,
+                  "metric": pl.String, "mean": pl.Float64, "sd": pl.Float64, "ci_low": pl.Float64,
+                  "ci_high": pl.Float64, "n_seeds": pl.Int64, "ci_over": pl.String, "confidence": pl.Float64}
+CI_OVER = {False: "test examples", True: "seeds and test examples"}
+COMPARISON_SCHEMA = {"dataset": pl.String, "task": pl.String, "a": pl.String, "model_a": pl.String,
+                     "b": pl.String, "model_b": pl.String, "metric": pl.String, "value_a": pl.Float64,
+                     "value_b": pl.Float64, "difference": pl.Float64, "ci_low": pl.Float64,
+                     "ci_high": pl.Float64, "relative_gain_pct": pl.Float64, "relative_ci_low": pl.Float64,
+                     "relative_ci_high": pl.Float64, "mcnemar_p": pl.Float64, "n_test": pl.Int64,
+                     "n_seeds_a": pl.Int64, "n_seeds_b": pl.Int64}
+
+
+@dataclass
+class Run:
+    record: dict              # metrics.json
+    predictions: pl.DataFrame
+    run_dir: Path
+
+    @property
+    def dataset(self) -> str:
+        return self.record["dataset"]
+
+    @property
+    def model(self) -> str:
+        return self.record["model"]
+
+    @property
+    def method(self) -> str:
+        return self.record["method"]
+
+    @property
+    def seed(self) -> int:
+        return self.record["seed"]
+
+    @property
+    def task(self) -> str:
+        return self.record["task"]
+
+    @property
+    def group(self) -> tuple[str, str, str]:
+        return self.dataset, self.model, self.method
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset}/{self.model}/{self.method}/seed{self.seed}"
+
+    @property
+    def labels(self) -> list[str]:
+        return self.record["config"]["dataset"].get("labels") or []
+
+    @property
+    def method_cfg(self) -> dict:
+        return self.record["config"].get("method") or {}
+
+    @property
+    def has_unparsed(self) -> bool:
+        return "unparseable_rate" in self.record["metrics"]
+
+    @property
+    def ids(self) -> list[str]:
+        return self.predictions["id"].to_list()
+
+    def arrays(self, ids: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """gold, prediction and an unparsed flag, in the order of `ids` (default: all, sorted by id).
+
+        Classification comes as integer codes: labels 0..L-1, answers outside the labels L, L+1, ... An
+        unparsed regression answer is charged the method's penalty, as runner.score does.
+        """
+        df = self.predictions
+        if ids is not None:
+            df = pl.DataFrame({"id": ids}).join(df, on="id", how="left", maintain_order="left")
+        gold, pred = df["gold"].to_list(), df["prediction"].to_list()
+        unparsed = np.array([p is None for p in pred])
+        if self.task == "classification":
+            codes = {label: i for i, label in enumerate(self.labels)}
+            for p in sorted({str(p) for p in pred if p not in codes}):
+                codes[p] = len(codes)
+            return (np.array([codes[g] for g in gold]), np.array([codes[p if p in codes else str(p)] for p in pred]),
+                    unparsed)
+        penalty = self.method_cfg.get("unparsed_penalty", 0.0)
+        gold = np.asarray(gold, dtype=float)
+        pred = np.array([g - penalty if p is None else p for g, p in zip(gold, pred)], dtype=float)
+        return gold, pred, unparsed
+
+    def metric_fn(self):
+        """The metrics of this run as a function of (resampled) gold, prediction and unparsed arrays."""
+        n_labels = len(self.labels)
+
+        def fn(gold, pred, unparsed):
+            if self.task == "classification":
+                out = stats.classification_metrics(gold, pred, n_labels)
+            else:
+                out = stats.regression_metrics(gold, pred)
+            if self.has_unparsed:
+                out["unparseable_rate"] = unparsed.mean(axis=-1)
+            return out
+
+        return fn
+
+
+def load_run(metrics_path, predictions_path) -> Run:
+    record = json.loads(Path(metrics_path).read_text())
+    predictions = pl.read_parquet(predictions_path).sort("id")
+    return Run(record, predictions, Path(metrics_path).parent)
+
+
+class Bootstrap:
+    """Replicates of each run's metrics on a given list of test ids, computed once and cached."""
+
+    def __init__(self, samples: int):
+        self.samples = samples
+        self._cache: dict = {}
+
+    def of(self, run: Run, ids: list[str] | None = None) -> dict[str, tuple[float, np.ndarray]]:
+        key = (run.name, None if ids is None else hash(tuple(ids)))
+        if key not in self._cache:
+            self._cache[key] = stats.replicates(run.metric_fn(), run.arrays(ids), self.samples)
+        return self._cache[key]
+
+
+def group_seed(group) -> int:
+    """A stable seed per (dataset, model, method) for the draw of seeds in the two-level bootstrap."""
+    return zlib.crc32("/".join(map(str, group)).encode())
+
+
+# ---- runs.csv ---------------------------------------------------------------------------------------------
+
+def _scalar(v) -> bool:
+    return isinstance(v, (int, float, str, bool)) or v is None
+
+
+def run_row(run: Run) -> dict:
+    rec = run.record
+    row = {k: rec.get(k) for k in IDENTITY if k != "loader"}
+    row["loader"] = rec["config"]["dataset"].get("loader")
+    row.update({k: v for k, v in rec["metrics"].items() if _scalar(v)})
+    cost = {k: v for k, v in rec.get("cost", {}).items() if _scalar(v)}
+    if cost.get("trainable_params") is not None and cost.get("total_params"):
+        cost["trainable_fraction"] = cost["trainable_params"] / cost["total_params"]
+    row.update(cost)
+    row.update({k: run.method_cfg.get(k) for k in SETTINGS if k in run.method_cfg})
+    row["run_dir"] = str(run.run_dir)
+    return row
+
+
+def runs_table(runs: list[Run]) -> pl.DataFrame:
+    rows = [run_row(r) for r in runs]
+    seen = list(dict.fromkeys(k for row in rows for k in row))
+    metric_order = CLASSIFICATION_METRICS + REGRESSION_METRICS + ["unparseable_rate"]
+    metric_keys = {k for r in runs for k in r.record["metrics"]}
+    cost_keys = {k for r in runs for k in r.record.get("cost", {})} | {"trainable_fraction"}
+    metrics_cols = [k for k in metric_order if k in seen] + sorted(k for k in seen if k in metric_keys
+                                                                   and k not in metric_order)
+    cost_cols = [k for k in COST_ORDER if k in seen] + sorted(k for k in seen if k in cost_keys
+                                                              and k not in COST_ORDER and k not in metrics_cols)
+    settings_cols = [k for k in SETTINGS if k in seen and k not in metrics_cols + cost_cols]
+    columns = IDENTITY + metrics_cols + cost_cols + settings_cols + ["run_dir"]
+    return pl.DataFrame({c: [row.get(c) for row in rows] for c in columns}, strict=False)
+
+
+# ---- summary.csv ------------------------------------------------------------------------------------------
+
+def groups_of(runs: list[Run]) -> dict[tuple, list[Run]]:
+    groups: dict[tuple, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(run.group, []).append(run)
+    return {k: sorted(v, key=lambda r: r.seed) for k, v in groups.items()}
+
+
+def checked_replicates(run: Run, boot: Bootstrap) -> dict:
+    """The run's replicates on its own test ids; the point estimates must match metrics.json."""
+    reps = boot.of(run)
+    for metric, (point, _) in reps.items():
+        recorded = run.record["metrics"].get(metric)
+        if recorded is not None and np.isfinite(recorded) and abs(recorded - point) > TOLERANCE:
+            raise ValueError(f"{run.name}: {metric} recomputed from predictions.parquet is {point:.6g}, "
+                             f"but metrics.json says {recorded:.6g}")
+    return reps
+
+
+def summary_rows(group: tuple, runs: list[Run], boot: Bootstrap, confidence: float) -> list[dict]:
+    dataset, model, method = group
+    task = runs[0].task
+    per_seed = [checked_replicates(r, boot) for r in runs]
+    rows = []
+
+    def row(metric, values, ci):
+        values = np.asarray(values, dtype=float)
+        return {"dataset": dataset, "task": task, "model": model, "method": method, "metric": metric,
+                "mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else None,
+                "ci_low": ci[0], "ci_high": ci[1], "n_seeds": len(values),
+                "ci_over": None if ci[0] is None else CI_OVER[len(values) > 1], "confidence": confidence}
+
+    for metric in per_seed[0]:
+        points = [reps[metric][0] for reps in per_seed]
+        pooled = stats.pool_seeds(np.stack([reps[metric][1] for reps in per_seed]), group_seed(group))
+        rows.append(row(metric, points, stats.percentile_ci(pooled, confidence)))
+    # Metrics only some families report (e.g. coverage): mean and sd over seeds, no CI.
+    extra = [k for k, v in runs[0].record["metrics"].items()
+             if isinstance(v, (int, float)) and k not in per_seed[0] and k != "n_test"]
+    for metric in extra:
+        values = [r.record["metrics"].get(metric) for r in runs]
+        if all(isinstance(v, (int, float)) for v in values):
+            rows.append(row(metric, values, (None, None)))
+    return rows
+
+
+# ---- comparisons.csv --------------------------------------------------------------------------------------
+
+def model_pairs(groups, dataset: str, a: str, b: str) -> list[tuple[str, str]]:
+    """Same model where both methods use one, else against the model-free method."""
+    models_a = [m for (d, m, meth) in groups if d == dataset and meth == a]
+    models_b = [m for (d, m, meth) in groups if d == dataset and meth == b]
+    return [(ma, mb) for ma in models_a for mb in models_b if ma == mb or NO_MODEL in (ma, mb)]
+
+
+def mcnemar_p(runs_a: list[Run], runs_b: list[Run], ids: list[str]) -> float:
+    """Exact McNemar p; with several seeds the largest over the seed pairs (same seed where both have it)."""
+    seeds_b = {r.seed: r for r in runs_b}
+    pairs = [(r, seeds_b[r.seed]) for r in runs_a if r.seed in seeds_b] or \
+            [(ra, rb) for ra in runs_a for rb in runs_b]
+    p_values = []
+    for ra, rb in pairs:
+        gold_a, pred_a, _ = ra.arrays(ids)
+        gold_b, pred_b, _ = rb.arrays(ids)
+        p_values.append(stats.mcnemar_exact(gold_a == pred_a, gold_b == pred_b))
+    return max(p_values)
+
+
+def comparison_rows(dataset, pair, runs_a, runs_b, boot, confidence) -> list[dict]:
+    (a, model_a), (b, model_b) = pair
+    ids = sorted(set.intersection(*(set(r.ids) for r in runs_a + runs_b)))
+    if not ids:
+        print(f"comparison {a} vs {b} on {dataset}: no test ids in common, skipped")
+        return []
+    reps_a = [boot.of(r, ids) for r in runs_a]
+    reps_b = [boot.of(r, ids) for r in runs_b]
+    task = runs_a[0].task
+    p = mcnemar_p(runs_a, runs_b, ids) if task == "classification" else None
+    rows = []
+    for metric in [m for m in reps_a[0] if m in reps_b[0]]:
+        point_a = float(np.mean([r[metric][0] for r in reps_a]))
+        point_b = float(np.mean([r[metric][0] for r in reps_b]))
+        pooled_a = stats.pool_seeds(np.stack([r[metric][1] for r in reps_a]), group_seed(runs_a[0].group))
+        pooled_b = stats.pool_seeds(np.stack([r[metric][1] for r in reps_b]), group_seed(runs_b[0].group))
+        rows.append({"dataset": dataset, "task": task, "a": a, "model_a": model_a, "b": b, "model_b": model_b,
+                     "metric": metric, "value_a": point_a, "value_b": point_b,
+                     **stats.compare(point_a, pooled_a, point_b, pooled_b, confidence),
+                     "mcnemar_p": p, "n_test": len(ids), "n_seeds_a": len(runs_a), "n_seeds_b": len(runs_b)})
+    return rows
+
+
+# ---- the rule ---------------------------------------------------------------------------------------------
+
+def aggregate_runs(metrics_paths, predictions_paths, runs_csv, summary_csv, comparisons_csv,
+                   comparisons=(), bootstrap_samples: int = 2000, confidence: float = 0.95) -> None:
+    runs = [load_run(m, p) for m, p in zip(metrics_paths, predictions_paths)]
+    boot = Bootstrap(bootstrap_samples)
+    groups = groups_of(runs)
+    summary = [row for group, members in groups.items()
+               for row in summary_rows(group, members, boot, confidence)]
+    compared = []
+    datasets = list(dict.fromkeys(r.dataset for r in runs))
+    for a, b in comparisons:
+        for dataset in datasets:
+            for model_a, model_b in model_pairs(groups, dataset, a, b):
+                if (a, model_a) == (b, model_b):
+                    continue
+                compared += comparison_rows(dataset, ((a, model_a), (b, model_b)),
+                                            groups[dataset, model_a, a], groups[dataset, model_b, b],
+                                            boot, confidence)
+    tio.write_csv(runs_csv, runs_table(runs))
+    tio.write_csv(summary_csv, pl.DataFrame(summary, schema=SUMMARY_SCHEMA))
+    tio.write_csv(comparisons_csv, pl.DataFrame(compared, schema=COMPARISON_SCHEMA))
+    print(f"aggregated {len(runs)} runs in {len(groups)} groups; {len(compared)} comparison rows")
+
