@@ -11,7 +11,7 @@ import tunebench.data  # noqa: E402
 from tunebench import config as tbconfig  # noqa: E402
 
 try:
-    _resolved = tbconfig.validate(config, source="config")
+    _resolved = tbconfig.validate(config, source=workflow.configfiles[-1] if workflow.configfiles else "config")
 except tbconfig.ConfigError as e:
     raise WorkflowError(str(e)) from None
 config.clear()

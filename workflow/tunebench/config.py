@@ -6,7 +6,9 @@ Everything here is light (no torch), because the Snakefile imports it on every i
 from __future__ import annotations
 
 import copy
+import difflib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,11 +58,31 @@ def _validator_with_defaults():
                     instance[name] = copy.deepcopy(sub["default"])
         yield from validate_properties(validator, properties, instance, schema)
 
-    return jsonschema.validators.extend(base, {"properties": set_defaults})
+    # JSON Schema counts 1.0 as an integer; YAML reads `seed: 1.0` as a float, which would then name a run
+    # folder `seed1.0`. Only a true int (not a bool) is an integer here.
+    strict_integers = base.TYPE_CHECKER.redefine(
+        "integer", lambda checker, x: isinstance(x, int) and not isinstance(x, bool))
+    return jsonschema.validators.extend(base, {"properties": set_defaults}, type_checker=strict_integers)
 
 
 def _key(path) -> str:
     return ".".join(str(p) for p in path) or "(top level)"
+
+
+def _describe(err) -> str:
+    """The key and what was expected, in the user's words: unknown keys name the closest allowed one."""
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        allowed = sorted(err.schema.get("properties", {}))
+        unknown = [k for k in err.instance if k not in allowed][0]
+        close = difflib.get_close_matches(str(unknown), allowed, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return (f"config key '{_key([*err.absolute_path, unknown])}': unknown key{hint}; "
+                f"allowed keys: {', '.join(allowed)}")
+    if "propertyNames" in err.schema_path:
+        return (f"config key '{_key(err.absolute_path)}': name {err.instance!r} is not allowed: names become "
+                f"folders under results/, so they hold only letters, digits, '_' and '-' and start with a "
+                f"letter or digit")
+    return f"config key '{_key(err.absolute_path)}': {err.message}"
 
 
 def validate(config: dict, source: str = "config") -> dict:
@@ -71,9 +93,19 @@ def validate(config: dict, source: str = "config") -> dict:
     if errors:
         # The deepest error is the most specific one; if/then branches report their inner errors.
         err = max(errors, key=lambda e: len(e.absolute_path))
-        raise ConfigError(f"{source}: config key '{_key(err.absolute_path)}': {err.message}")
+        raise ConfigError(f"{source}: {_describe(err)}")
     _check_semantics(config, source)
-    return config
+    return _sorted_keys(config)
+
+
+def _sorted_keys(obj):
+    """Mappings with their keys in sorted order, lists as they are: Snakemake compares a job's params as
+    serialised, so reordering keys in a config file must not look like a change and rerun jobs."""
+    if isinstance(obj, dict):
+        return {k: _sorted_keys(obj[k]) for k in sorted(obj)}
+    if isinstance(obj, list):
+        return [_sorted_keys(x) for x in obj]
+    return obj
 
 
 def load(path: str | os.PathLike, overrides: dict | None = None) -> dict:
@@ -87,8 +119,18 @@ def load(path: str | os.PathLike, overrides: dict | None = None) -> dict:
     return validate(config, source=str(path))
 
 
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
 def _check_semantics(config: dict, source: str) -> None:
     datasets, models, methods = config["datasets"], config["models"], config["methods"]
+    # The schema's name pattern ends in '$', which Python's re (used by jsonschema) also matches before a final
+    # newline: check the whole name, as it becomes a folder under results/.
+    for section in ("datasets", "models", "methods"):
+        for name in config[section]:
+            if not NAME.fullmatch(name):
+                raise ConfigError(f"{source}: config key '{section}': name {name!r} is not allowed: names become "
+                                  f"folders under results/, so they hold only letters, digits, '_' and '-'")
     for name, ds in datasets.items():
         where = f"{source}: config key 'datasets.{name}"
         if ds["task"] == "classification" and "labels" not in ds:
@@ -98,8 +140,22 @@ def _check_semantics(config: dict, source: str) -> None:
             need = "label" if ds["task"] == "classification" else "target"
             if need not in cols:
                 raise ConfigError(f"{where}.columns.{need}': loader 'table' needs the {need} column's name")
-        if ds["split"]["method"] == "column" and "column" not in ds["split"]:
+        labels = ds.get("labels", [])
+        if len(set(labels)) < len(labels):
+            raise ConfigError(f"{where}.labels': label names repeat: {labels}")
+        for raw, label in ds["label_map"].items():
+            if labels and label not in labels:
+                raise ConfigError(f"{where}.label_map.{raw}': maps to '{label}', which is not one of the "
+                                  f"labels {labels}")
+        split = ds["split"]
+        if split["method"] == "column" and "column" not in split:
             raise ConfigError(f"{where}.split.column': split method 'column' needs the column's name")
+        if split["method"] == "random" and split["dev"] + split["test"] >= 1:
+            raise ConfigError(f"{where}.split': dev ({split['dev']}) + test ({split['test']}) leave no "
+                              f"training rows; expected a sum below 1")
+        if split["method"] == "given" and not (ds["loader"] in ("tfns", "hf") or "split" in ds["columns"]):
+            raise ConfigError(f"{where}.split.method': 'given' needs a source that marks the test rows: "
+                              f"loader tfns or hf, or a `columns.split` column")
     for name, model in models.items():
         where = f"{source}: config key 'models.{name}"
         path = model["path"]
@@ -107,6 +163,16 @@ def _check_semantics(config: dict, source: str) -> None:
             raise ConfigError(f"{where}.path': model folder '{path}' does not exist")
         if model["kind"] == "api" and "base_url" not in model:
             raise ConfigError(f"{where}.base_url': an api model needs the endpoint's base URL")
+    for name, method in methods.items():
+        if method["strategy"] != "icl":
+            continue
+        where = f"{source}: config key 'methods.{name}"
+        retriever = method.get("retriever")
+        if method["selection"] == "similar" and not retriever:
+            raise ConfigError(f"{where}.retriever': selection 'similar' needs an encoder model that embeds texts")
+        if retriever and (retriever not in models or models[retriever]["kind"] != "encoder"):
+            raise ConfigError(f"{where}.retriever': '{retriever}' is not an encoder model in `models` "
+                              f"(encoders: {', '.join(m for m in models if models[m]['kind'] == 'encoder') or 'none'})")
     for i, block in enumerate(config["study"]):
         where = f"{source}: config key 'study.{i}"
         for ds in block["datasets"]:
@@ -137,6 +203,24 @@ def _check_semantics(config: dict, source: str) -> None:
                 if task == "regression" and strategy in ("embedding_zero_shot", "embedding_few_shot"):
                     raise ConfigError(f"{where}': method '{meth}' ({strategy}) is for classification, "
                                       f"but dataset '{ds}' is regression")
+
+
+def check_against_training_split(method: str, method_cfg: dict, dataset: str, train_labels: list) -> None:
+    """Checks that need the training split's size, so they run at the start of a run rather than here at
+    config time: a method may not ask for more labelled examples than the training split has.
+    `train_labels` is the training split's label column (any values for regression: only its length counts)."""
+    where = f"config key 'methods.{method}"
+    k = method_cfg.get("k") if method_cfg["strategy"] == "icl" else None
+    if k and k > len(train_labels):
+        raise ConfigError(f"{where}.k': {k} demonstrations per prompt, but dataset '{dataset}' has "
+                          f"{len(train_labels)} training rows; expected k ≤ {len(train_labels)}")
+    if method_cfg["strategy"] == "embedding_few_shot":
+        counts = {label: train_labels.count(label) for label in sorted(set(train_labels))}
+        smallest = min(counts, key=counts.get)
+        if method_cfg["shots"] > counts[smallest]:
+            raise ConfigError(f"{where}.shots': {method_cfg['shots']} examples per class, but class '{smallest}' "
+                              f"has {counts[smallest]} training rows in dataset '{dataset}'; expected shots ≤ "
+                              f"{counts[smallest]}")
 
 
 def _looks_local(path: str) -> bool:

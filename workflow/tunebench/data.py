@@ -191,10 +191,15 @@ def _map_columns(path: Path, records: list[dict], ds: dict) -> list[dict]:
     present = set(records[0])
     for key, col in wanted.items():
         if col not in present:
-            raise DataError(f"{path}: missing column '{col}' (config datasets.…columns.{key}); "
+            raise DataError(f"{path}: missing column '{col}' (config key columns.{key}); "
                             f"columns are {sorted(c for c in present if c != 'line')}")
     rows = []
     for r in records:
+        for key, col in wanted.items():
+            # JSON records need not share keys, so one can lack a column that the first record has.
+            if col not in r:
+                raise DataError(f"{path}, {_unit(ds)} {r['line']}: missing column '{col}' "
+                                f"(config key columns.{key})")
         row = {key: r[col] for key, col in wanted.items()}
         row["line"] = r["line"]
         if "prefix" in row:
@@ -247,12 +252,21 @@ LOADERS = {"fpb": load_fpb, "tfns": load_tfns, "semeval17": load_semeval17, "tab
 # --- validation ----------------------------------------------------------------------------------------
 
 
+def _unit(ds: dict) -> str:
+    """What a row's number counts in its source: a text line, an item of a JSON list, or a table row (from 0)."""
+    if ds["loader"] == "semeval17" or (ds["loader"] == "table" and ds["path"].lower().endswith(".json")):
+        return "item"
+    if ds["loader"] == "hf" or (ds["loader"] == "table" and ds["path"].lower().endswith(".parquet")):
+        return "row"
+    return "line"
+
+
 def validate_rows(rows: list[dict], ds: dict, name: str) -> pl.DataFrame:
     """Check every row and build the table. Errors name the file and line of the offending row."""
     where_file = str(raw_files(ds)[0]) if raw_files(ds) else ds["path"]
 
     def where(r):
-        return f"{r.get('file', where_file)}, {'line' if ds['loader'] != 'semeval17' else 'item'} {r['line']}"
+        return f"{r.get('file', where_file)}, {_unit(ds)} {r['line']}"
 
     if not rows:
         raise DataError(f"{where_file}: no rows")
@@ -261,7 +275,9 @@ def validate_rows(rows: list[dict], ds: dict, name: str) -> pl.DataFrame:
     labels = ds.get("labels", [])
     for r in rows:
         text = r.get("text")
-        if not isinstance(text, str) or not text.strip():
+        if text is not None and not isinstance(text, str):
+            raise DataError(f"{where(r)}: expected a text, got {type(text).__name__} {text!r}")
+        if not text or not text.strip():
             raise DataError(f"{where(r)}: empty text")
         r["text"] = text.strip()
         rid = str(r["id"]) if r.get("id") is not None else ""
@@ -273,6 +289,8 @@ def validate_rows(rows: list[dict], ds: dict, name: str) -> pl.DataFrame:
         seen[rid] = r
         if ds["task"] == "classification":
             raw = "" if r.get("label") is None else str(r["label"]).strip()
+            if not raw:
+                raise DataError(f"{where(r)}: missing label (expected one of {labels})")
             label = label_map.get(raw, raw)
             if label not in labels:
                 raise DataError(f"{where(r)}: unknown label '{raw}' (expected one of {labels}"

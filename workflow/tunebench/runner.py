@@ -17,7 +17,7 @@ from pathlib import Path
 import polars as pl
 
 from . import __version__, io as tio, metrics, provenance
-from .config import STRATEGY_FAMILY
+from .config import STRATEGY_FAMILY, check_against_training_split
 
 # family → module that has `run(spec)`; imported lazily so a baseline never pays torch's import time.
 FAMILY_MODULES = {
@@ -121,6 +121,8 @@ def score(spec: RunSpec, out: RunOutput) -> tuple[pl.DataFrame, dict]:
 def execute(spec: RunSpec, predictions_path, metrics_path) -> dict:
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
+    check_against_training_split(spec.method, spec.method_cfg, spec.dataset,
+                                 spec.split("train")[spec.target_column].to_list())
     module = importlib.import_module(FAMILY_MODULES[STRATEGY_FAMILY[spec.strategy]])
     spec.run_dir.mkdir(parents=True, exist_ok=True)
     out = module.run(spec)

