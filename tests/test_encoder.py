@@ -209,3 +209,13 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(workspace, tmp_path
     for key in ("accuracy", "macro_f1", "mcc"):
         assert resumed["metrics"][key] == reference["metrics"][key]
     assert pl.read_parquet(tmp_path / "k.parquet").equals(pl.read_parquet(tmp_path / "straight.parquet"))
+
+
+@pytest.mark.parametrize("strategy", ["head", "lora"])
+def test_learning_rate_grid_keeps_the_best_on_dev(workspace, strategy, tmp_path):
+    spec = make_spec(workspace, strategy, run_dir=tmp_path / "run", learning_rate_grid=[1e-7, 5e-2], epochs=2)
+    record = execute(spec, tmp_path / "p.parquet", tmp_path / "m.json")
+    scores = record["cost"]["dev_metric_by_learning_rate"]
+    assert set(scores) == {"1e-07", "0.05"}
+    assert f"{record['cost']['learning_rate']:g}" == max(scores, key=scores.get)
+    assert not (spec.run_dir / "checkpoints").exists()

@@ -12,6 +12,7 @@ dev metric with the best checkpoint restored, and resumes from the run folder's 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -194,9 +195,9 @@ def training_arguments(spec: RunSpec, output_dir: Path, group_by_length: bool = 
     return TrainingArguments(**args)
 
 
-def checkpoint_dir(spec: RunSpec) -> Path:
+def checkpoint_dir(spec: RunSpec, name: str = "checkpoints") -> Path:
     """The run's checkpoint folder, emptied if it holds checkpoints of different settings."""
-    path = spec.run_dir / "checkpoints"
+    path = spec.run_dir / name
     fingerprint = hashlib.sha256(json.dumps(
         [spec.dataset_cfg, spec.model_cfg, spec.method_cfg, spec.seed, __version__], sort_keys=True,
         default=str).encode()).hexdigest()
@@ -214,14 +215,15 @@ def last_checkpoint(path: Path) -> str | None:
     return get_last_checkpoint(str(path)) if path.exists() else None
 
 
-def fit(model, train, dev, spec: RunSpec, collator, group_by_length: bool = True, **arg_overrides):
+def fit(model, train, dev, spec: RunSpec, collator, group_by_length: bool = True, checkpoints: str = "checkpoints",
+        **arg_overrides):
     """Train with the Trainer (early stopping, best checkpoint restored, resume).
 
     Returns (trainer, train seconds, the checkpoint it resumed from or None).
     """
     from transformers import EarlyStoppingCallback, Trainer
 
-    out = checkpoint_dir(spec)
+    out = checkpoint_dir(spec, checkpoints)
     args = training_arguments(spec, out, group_by_length, **arg_overrides)
     patience = spec.method_cfg.get("early_stopping_patience")
     callbacks = [EarlyStoppingCallback(early_stopping_patience=patience)] if patience else []
@@ -276,11 +278,34 @@ def load_trainable(model: nn.Module, path: Path) -> nn.Module:
     return model
 
 
-def finish(spec: RunSpec, model, out_dir: Path) -> None:
+def finish(spec: RunSpec, model) -> None:
     """Keep the trained weights if asked; the checkpoints only served resuming."""
     if spec.method_cfg.get("save_weights"):
         save_trainable(model, spec.run_dir / "weights.safetensors")
-    shutil.rmtree(out_dir, ignore_errors=True)
+    shutil.rmtree(spec.run_dir / "checkpoints", ignore_errors=True)
+
+
+def select_learning_rate(spec: RunSpec, train_once):
+    """Train once per learning rate of `learning_rate_grid` (else once, at `learning_rate`); keep the best on dev.
+
+    `train_once(trial_spec, checkpoints)` → (model, trainer, seconds, resumed). Each learning rate has its own
+    checkpoint folder, so a restarted job resumes the trial it was in. Returns the best trial's (model, trainer,
+    resumed), the total training seconds and the dev metric per learning rate.
+    """
+    cfg = spec.method_cfg
+    grid = cfg.get("learning_rate_grid") or [cfg["learning_rate"]]
+    greater = dev_metric(spec.task)[1]
+    best, best_score, seconds, scores = None, None, 0.0, {}
+    for lr in grid:
+        trial = dataclasses.replace(spec, method_cfg={**cfg, "learning_rate": lr})
+        model, trainer, trial_seconds, resumed = train_once(
+            trial, "checkpoints" if len(grid) == 1 else f"checkpoints/lr{lr:g}")
+        seconds += trial_seconds
+        score = trainer.state.best_metric
+        scores[f"{lr:g}"] = score
+        if best is None or (score > best_score if greater else score < best_score):
+            best, best_score = (model, trainer, resumed), score
+    return best, seconds, scores
 
 
 def cost_info(spec: RunSpec, model, trainer, train_seconds: float, eval_seconds: float, train_tokens: int,
@@ -321,15 +346,21 @@ def run(spec: RunSpec) -> RunOutput:
     test_ids = tokenized["test"]["id"]
     data = with_labels(tokenized, spec)
     train = cap_train(data["train"], cfg["max_train_samples"], spec.seed)
-    model = build_model(spec)
-    trainer, train_seconds, resumed = fit(model, train, data["dev"], spec, DataCollatorWithPadding(tokenizer))
+    collator = DataCollatorWithPadding(tokenizer)
+
+    def train_once(trial, checkpoints):
+        model = build_model(trial)
+        return (model, *fit(model, train, data["dev"], trial, collator, checkpoints=checkpoints))
+
+    (model, trainer, resumed), train_seconds, lr_scores = select_learning_rate(spec, train_once)
     t0 = time.perf_counter()
     logits = predict_in_order(trainer, data["test"])
     eval_seconds = time.perf_counter() - t0
     info = cost_info(spec, model, trainer, train_seconds, eval_seconds, int(sum(train["length"])), len(train),
                      resumed)
-    info["pooling"] = model.pooling if hasattr(model, "pooling") else model.base_model.model.pooling
-    finish(spec, model, Path(trainer.args.output_dir))
+    info.update(pooling=model.pooling if hasattr(model, "pooling") else model.base_model.model.pooling,
+                learning_rate=trainer.args.learning_rate, dev_metric_by_learning_rate=lr_scores)
+    finish(spec, model)
     return RunOutput(predictions_frame(spec, test_ids, logits), info)
 
 
@@ -384,10 +415,14 @@ def run_head(spec: RunSpec) -> RunOutput:
     data, ids, cache = feature_splits(spec)
     train = cap_train(data["train"], cfg["max_train_samples"], spec.seed)
     num_labels = len(spec.labels) if spec.task == "classification" else 1
-    torch.manual_seed(spec.seed)
-    model = FeatureHead(cache["features"].shape[1], num_labels)
-    trainer, train_seconds, resumed = fit(model, train, data["dev"], spec, default_data_collator,
-                                          group_by_length=False, bf16=False)
+
+    def train_once(trial, checkpoints):
+        torch.manual_seed(trial.seed)
+        model = FeatureHead(cache["features"].shape[1], num_labels)
+        return (model, *fit(model, train, data["dev"], trial, default_data_collator, group_by_length=False,
+                            checkpoints=checkpoints, bf16=False))
+
+    (model, trainer, resumed), train_seconds, lr_scores = select_learning_rate(spec, train_once)
     t0 = time.perf_counter()
     logits = predict_in_order(trainer, data["test"])
     eval_seconds = time.perf_counter() - t0
@@ -395,6 +430,7 @@ def run_head(spec: RunSpec) -> RunOutput:
     # The frozen encoder counts towards the total: the fraction that trains is the head's share of the model.
     total = info["trainable_params"] + int(cache["encoder_params"])
     info.update(total_params=total, trainable_fraction=info["trainable_params"] / total, tokens_per_s=None,
-                feature_cache_s=float(cache["seconds"]), pooling=str(cache["pooling"]), precision="fp32")
-    finish(spec, model, Path(trainer.args.output_dir))
+                feature_cache_s=float(cache["seconds"]), pooling=str(cache["pooling"]), precision="fp32",
+                learning_rate=trainer.args.learning_rate, dev_metric_by_learning_rate=lr_scores)
+    finish(spec, model)
     return RunOutput(predictions_frame(spec, ids["test"], logits), info)

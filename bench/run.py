@@ -1,0 +1,198 @@
+"""`python -m bench.run [--quick] [--only NAME ...] [--study-log PATH] [--run-study]`: measure, then write
+latest.json (every number, the machine, the date) and latest.md (figure, workload, value, target, met?).
+
+Figures: finetune (a, b), head_cache (c), icl (d), tokenize (e), snakemake (f), study (g); see README.md.
+With --only, the other figures keep their values from the previous latest.json in the output folder (each figure
+carries its own date and threads; `machine` describes the latest invocation). Quick mode runs tiny slices and tiny models to prove the code runs; its numbers mean
+little, and it writes to bench/results/quick/ unless --out says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .workloads import REPO, Context
+
+# name → (figure letters, module); each module has measure(ctx) → {"workload", "values", "raw"}.
+FIGURES = {
+    "finetune": ("a, b", "bench.finetune"),
+    "head_cache": ("c", "bench.head_cache"),
+    "icl": ("d", "bench.icl"),
+    "tokenize": ("e", "bench.tokenization"),
+    "snakemake": ("f", "bench.workflow"),
+    "study": ("g", "bench.workflow"),
+}
+
+# (figure name, key, unit, target text, check); a key without a target is reported for context.
+TARGETS = [
+    ("finetune", "full_ft_speedup_vs_naive", "x", "≥ 5×", lambda v: v >= 5),
+    ("finetune", "full_ft_dev_accuracy_delta_pts", "pts", "within ±1 pt", lambda v: abs(v) <= 1),
+    ("finetune", "full_ft_fraction_of_peak", "%", "≥ 50% of bf16 peak", lambda v: v >= 0.5),
+    ("head_cache", "head_cache_speedup", "x", "≥ 5×", lambda v: v >= 5),
+    ("head_cache", "head_cache_speedup_without_extraction", "x", "", None),
+    ("icl", "icl_scoring_speedup_k0", "x", "≥ 3×", lambda v: v >= 3),
+    ("icl", "icl_scoring_speedup_k10", "x", "≥ 3×", lambda v: v >= 3),
+    ("tokenize", "tokenize_sentences_per_s", "/s", "", None),
+    ("snakemake", "noop_rerun_s", "s", "≤ 3 s", lambda v: v <= 3),
+    ("snakemake", "noop_rerun_s_fake_scontrol", "s", "≤ 3 s", lambda v: v <= 3),
+    ("snakemake", "paper_dryrun_s", "s", "≤ 5 s", lambda v: v <= 5),
+    ("snakemake", "paper_dryrun_s_fake_scontrol", "s", "≤ 5 s", lambda v: v <= 5),
+    ("snakemake", "paper_jobs", "", "", None),
+    ("study", "default_study_s", "s", "≤ 15 min", lambda v: v <= 15 * 60),
+    ("study", "default_study_peak_rss_mb", "MB", "", None),
+]
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny slices and models: checks the code, not speed")
+    parser.add_argument("--only", nargs="+", choices=list(FIGURES), metavar="NAME",
+                        help=f"figures to measure (default all): {', '.join(FIGURES)}")
+    parser.add_argument("--study-log", help="`/usr/bin/time -v make run` log for figure (g)")
+    parser.add_argument("--run-study", action="store_true", help="run `make run` under /usr/bin/time -v for (g)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
+    parser.add_argument("--out", type=Path, help="output folder (default bench/results, quick: bench/results/quick)")
+    args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = REPO / "bench" / "results" / ("quick" if args.quick else "")
+    return args
+
+
+def measure(name: str, ctx: Context, args) -> dict:
+    module = importlib.import_module(FIGURES[name][1])
+    if name == "snakemake":
+        return module.measure_snakemake(ctx)
+    if name == "study":
+        return module.measure_study(ctx, args.study_log, args.out / "study-time.log" if args.run_study else None)
+    return module.measure(ctx)
+
+
+def machine(threads: int) -> dict:
+    from tunebench import provenance
+
+    versions = provenance.package_versions()
+    try:
+        bf16 = "avx512_bf16" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        bf16 = None
+    return {**provenance.hardware(), "avx512_bf16": bf16, "threads": threads,
+            "torch_threads": _torch_threads(), "git_commit": provenance.git_commit(),
+            **{name: versions[name] for name in ("torch", "transformers", "datasets", "tokenizers", "snakemake",
+                                                 "tunebench")}}
+
+
+def _torch_threads() -> int | None:
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
+
+
+def quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def run(args) -> dict:
+    os.chdir(REPO)   # the config's data paths are relative to the repository
+    quiet_libraries()
+    args.out.mkdir(parents=True, exist_ok=True)
+    previous = args.out / "latest.json"
+    figures = {}
+    if args.only and previous.exists():
+        old = json.loads(previous.read_text())
+        if old.get("quick") == args.quick:
+            figures = old.get("figures", {})
+    with tempfile.TemporaryDirectory(prefix="tunebench-bench-") as tmp:
+        ctx = Context(quick=args.quick, threads=args.threads, tmp=Path(tmp))
+        for name in args.only or FIGURES:
+            print(f"== {name} ({FIGURES[name][0]})", flush=True)
+            started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            t0 = time.perf_counter()
+            try:
+                result = measure(name, ctx, args)
+            except Exception as e:  # one broken figure must not cost the others' numbers
+                traceback.print_exc()
+                result = {"workload": "", "values": {}, "raw": {}, "error": f"{type(e).__name__}: {e}"}
+            figures[name] = {"figure": FIGURES[name][0], "date": started, "quick": args.quick,
+                             "threads": args.threads, "bench_s": time.perf_counter() - t0, **result}
+            for key, value in result["values"].items():
+                print(f"   {key}: {value}", flush=True)
+    report = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "machine": machine(args.threads),
+        **{key: None for _, key, *_ in TARGETS},
+        **{key: value for fig in figures.values() for key, value in fig["values"].items()},
+        "figures": figures,
+    }
+    (args.out / "latest.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (args.out / "latest.md").write_text(markdown(report))
+    return report
+
+
+def fmt(value, unit: str) -> str:
+    if value is None:
+        return "not measured"
+    if unit == "x":
+        return f"{value:.2f}×"
+    if unit == "%":
+        return f"{100 * value:.1f}%"
+    if unit == "pts":
+        return f"{value:+.1f} pts"
+    if unit == "":
+        return f"{value:g}"
+    return f"{value:,.1f} {unit}" if unit != "/s" else f"{value:,.0f} /s"
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [
+        "# tunebench benchmarks",
+        "",
+        f"{report['date']} · {m['cpu']} · {m['cpu_count']} cores · {m['threads']} threads · torch {m['torch']} · "
+        f"transformers {m['transformers']} · snakemake {m['snakemake']} · commit {m['git_commit']}",
+        "",
+    ]
+    if report["quick"]:
+        lines += ["**Quick mode**: tiny slices and tiny models; these numbers only show the code runs.", ""]
+    lines += ["| figure | workload | value | target | met? |", "|---|---|---|---|---|"]
+    shown = set()
+    for name, key, unit, target, check in TARGETS:
+        fig = report["figures"].get(name)
+        value = report.get(key)
+        met = "—" if check is None or value is None else ("yes" if check(value) else "**no**")
+        letter = FIGURES[name][0]
+        if fig is None:
+            workload = "not run"
+        else:
+            workload = "(ERROR) " + fig["error"] if fig.get("error") else fig["workload"]
+        if name in shown and fig is not None:
+            workload = "as above"
+        shown.add(name)
+        lines.append(f"| ({letter}) `{key}` | {workload.replace('|', '/')} | {fmt(value, unit)} | {target} | {met} |")
+    lines += ["", "Raw numbers (both sides of every ratio, per repetition): `latest.json`. What each figure "
+              "measures: `bench/README.md`.", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    report = run(args)
+    print(f"wrote {args.out / 'latest.json'} and {args.out / 'latest.md'}")
+    failed = [name for name, fig in report["figures"].items() if fig.get("error")]
+    if failed:
+        print(f"figures that failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Figures (f) and (g): Snakemake's own overhead, and the default study end to end.
+
+(f) `snakemake --dry-run` started twice on the default config: the second start is timed. In the repository when
+    its results/ hold a finished default study (then it is the no-op rerun a user pays), else in a fresh working
+    folder (then it is the dry-run of the whole DAG, and the result says so). Then the dry-run time and job count
+    of config/paper.yaml in a fresh working folder (the full DAG).
+    The SLURM executor plugin runs `scontrol show config` when it loads; with slurm-client installed but no
+    slurmctld answering, that costs seconds per Snakemake start. So every timing is taken twice: as is, and with
+    a fake `scontrol` that exits 1 at once first on PATH (= a machine without that cost).
+(g) Wall time and peak RSS of `make run` from a `/usr/bin/time -v` log. /usr/bin/time reports the largest
+    single process's peak (ru_maxrss of the children), not the sum over concurrent jobs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from .workloads import REPO, Context, timed
+
+DEFAULT_CONFIG = "config/config.yaml"
+PAPER_CONFIG = "config/paper.yaml"
+
+
+def fake_scontrol_env(tmp: Path) -> dict:
+    folder = tmp / "fake-scontrol"
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "scontrol"
+    script.write_text("#!/bin/sh\nexit 1\n")
+    script.chmod(0o755)
+    return {**os.environ, "PATH": f"{folder}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def fresh_workdir(path: Path) -> Path:
+    """A working folder with no results: links to the repository's data and config."""
+    path.mkdir(parents=True, exist_ok=True)
+    for name in ("data", "config"):
+        if not (path / name).exists():
+            (path / name).symlink_to(REPO / name)
+    return path
+
+
+def dry_run(workdir: Path, configfile: str, env: dict) -> dict:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--configfile", configfile, "--dry-run", "--quiet", "rules"]
+    proc, seconds = timed(subprocess.run, cmd, cwd=workdir, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"snakemake dry-run failed in {workdir}:\n{proc.stderr[-3000:]}")
+    return {"seconds": seconds, "jobs": job_count(proc.stdout + proc.stderr)}
+
+
+def job_count(output: str) -> int:
+    if "Nothing to be done" in output:
+        return 0
+    totals = re.findall(r"^total\s+(\d+)\s*$", output, flags=re.MULTILINE)
+    if not totals:
+        raise ValueError(f"no job count in snakemake's output:\n{output[-2000:]}")
+    return int(totals[-1])
+
+
+def second_start(workdir: Path, configfile: str, env: dict) -> dict:
+    first = dry_run(workdir, configfile, env)
+    second = dry_run(workdir, configfile, env)
+    return {"first_s": first["seconds"], "seconds": second["seconds"], "jobs": second["jobs"]}
+
+
+def scontrol_probe() -> dict:
+    """How long `scontrol show config` takes here, as the SLURM plugin calls it (None: no scontrol)."""
+    if not shutil.which("scontrol"):
+        return {"scontrol": None}
+    proc, seconds = timed(subprocess.run, ["scontrol", "show", "config"], capture_output=True, text=True)
+    return {"scontrol": shutil.which("scontrol"), "show_config_s": seconds, "returncode": proc.returncode}
+
+
+def measure_snakemake(ctx: Context) -> dict:
+    variants = {"fake_scontrol": fake_scontrol_env(ctx.tmp)}
+    if not ctx.quick:   # quick mode skips the as-is timings: with no slurmctld each start can cost ~9 s more
+        variants = {"as_is": dict(os.environ), **variants}
+    probe = dry_run(REPO, DEFAULT_CONFIG, variants["fake_scontrol"])
+    finished = probe["jobs"] == 0
+    default_dir = REPO if finished else fresh_workdir(ctx.tmp / "workdir-default")
+    paper_dir = fresh_workdir(ctx.tmp / "workdir-paper")
+    default = {name: second_start(default_dir, DEFAULT_CONFIG, env) for name, env in variants.items()}
+    paper = {name: dry_run(paper_dir, PAPER_CONFIG, env) for name, env in variants.items()}
+    headline = "as_is" if "as_is" in variants else "fake_scontrol"
+    what = ("no-op rerun of the finished default study in the repository" if finished else
+            f"dry-run of the whole default DAG ({default[headline]['jobs']} jobs) in a fresh folder — results/ "
+            f"holds no finished default study ({probe['jobs']} jobs to run), so this is NOT a no-op")
+    return {
+        "workload": (f"second `snakemake -n` start: {what}; `snakemake -n` of {PAPER_CONFIG} in a fresh folder. "
+                     f"Headline values: {headline.replace('_', ' ')}"
+                     + ("" if "as_is" in variants else " (quick mode: as-is timings skipped)")
+                     + "; the other variant under raw"),
+        "values": {
+            "noop_rerun_s": default[headline]["seconds"],
+            "noop_rerun_s_fake_scontrol": default["fake_scontrol"]["seconds"],
+            "paper_dryrun_s": paper[headline]["seconds"],
+            "paper_dryrun_s_fake_scontrol": paper["fake_scontrol"]["seconds"],
+            "paper_jobs": paper[headline]["jobs"],
+        },
+        "raw": {"default_study_finished": finished, "default_jobs_remaining_in_repo": probe["jobs"],
+                "default": default, "paper": paper, "headline_variant": headline, **scontrol_probe()},
+    }
+
+
+# --- (g) the default study --------------------------------------------------------------------------------------
+
+
+def parse_time_log(path) -> dict:
+    """Wall seconds, peak RSS (MB) and exit status from `/usr/bin/time -v` output."""
+    text = Path(path).read_text()
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\):\s*([\d:.]+)", text)
+    rss = re.search(r"Maximum resident set size \(kbytes\):\s*(\d+)", text)
+    status = re.search(r"Exit status:\s*(\d+)", text)
+    command = re.search(r'Command being timed:\s*"(.*)"', text)
+    if not wall or not rss:
+        raise ValueError(f"{path}: not a `/usr/bin/time -v` log (no elapsed time or maximum resident set size)")
+    seconds = 0.0
+    for part in wall.group(1).split(":"):
+        seconds = seconds * 60 + float(part)
+    return {"wall_s": seconds, "peak_rss_mb": int(rss.group(1)) / 1024,
+            "exit_status": int(status.group(1)) if status else None,
+            "command": command.group(1) if command else None}
+
+
+def run_study(log: Path) -> Path:
+    subprocess.run(["/usr/bin/time", "-v", "-o", str(log), "make", "run"], cwd=REPO, check=False)
+    return log
+
+
+def measure_study(ctx: Context, study_log: str | None, run_into: Path | None) -> dict:
+    """From the given log; or, with run_into (a log path) and not in quick mode, by running the study."""
+    if run_into and not ctx.quick:
+        study_log = str(run_study(run_into))
+    if not study_log:
+        return {"workload": "not measured: give --study-log PATH (a `/usr/bin/time -v make run` log) or --run-study",
+                "values": {"default_study_s": None, "default_study_peak_rss_mb": None}, "raw": {}}
+    timing = parse_time_log(study_log)
+    note = "" if timing["exit_status"] in (0, None) else f" — the study FAILED (exit status {timing['exit_status']})"
+    return {
+        "workload": (f"default study (`{timing['command'] or 'make run'}`) from {study_log}; peak RSS is the "
+                     f"largest single process{note}"),
+        "values": {"default_study_s": timing["wall_s"], "default_study_peak_rss_mb": timing["peak_rss_mb"]},
+        "raw": {**timing, "log": study_log},
+    }

@@ -1,0 +1,59 @@
+"""The benchmark code runs and writes what it promises (no timing is checked here: see bench/README.md)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO))
+
+from bench.finetune import training_flops  # noqa: E402
+from bench.workflow import job_count, parse_time_log  # noqa: E402
+
+
+def test_quick_tokenize_writes_json_and_table(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--only", "tokenize", "--threads", "1",
+                           "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "latest.json").read_text())
+    assert report["quick"] is True
+    assert report["tokenize_sentences_per_s"] > 0
+    assert report["figures"]["tokenize"]["raw"]["rows"] > 0
+    assert report["full_ft_speedup_vs_naive"] is None   # not measured, but the key is there
+    assert {"cpu", "cpu_count", "threads", "torch", "transformers"} <= set(report["machine"])
+    table = (tmp_path / "latest.md").read_text()
+    assert "`tokenize_sentences_per_s`" in table and "Quick mode" in table
+
+
+def test_time_log_parsing(tmp_path):
+    log = tmp_path / "time.log"
+    log.write_text('\tCommand being timed: "make run"\n\tElapsed (wall clock) time (h:mm:ss or m:ss): 1:02:03.50\n'
+                   "\tMaximum resident set size (kbytes): 2097152\n\tExit status: 0\n")
+    assert parse_time_log(log) == {"wall_s": 3723.5, "peak_rss_mb": 2048.0, "exit_status": 0, "command": "make run"}
+    log.write_text("\tElapsed (wall clock) time (h:mm:ss or m:ss): 12:30.25\n"
+                   "\tMaximum resident set size (kbytes): 1024\n")
+    assert parse_time_log(log)["wall_s"] == 750.25
+    log.write_text("real 1.0\n")
+    with pytest.raises(ValueError, match="time -v"):
+        parse_time_log(log)
+
+
+def test_snakemake_job_count():
+    nothing = "Building DAG of jobs...\nNothing to be done (all requested files are present and up to date)."
+    assert job_count(nothing) == 0
+    stats = "job      count\n-----  -------\nall        1\ntotal      {n}\n"
+    assert job_count(stats.format(n=7) + "\nJob stats:\n" + stats.format(n=9)) == 9
+    with pytest.raises(ValueError):
+        job_count("Error")
+
+
+def test_training_flops_counts_useful_tokens_and_attention():
+    lengths = np.array([10, 20])
+    # 6 N per token over 30 tokens, plus 12 L d n² summed over sentences (100 + 400), twice for 2 epochs.
+    assert training_flops(lengths, params=1000, layers=2, hidden=8, epochs=2) == 2 * (6 * 1000 * 30 + 12 * 2 * 8 * 500)
