@@ -18,6 +18,9 @@ include: "workflow/rules/runs.smk"
 include: "workflow/rules/report.smk"
 
 
+localrules: prepare, aggregate, report
+
+
 rule all:
     input:
         final_outputs(),

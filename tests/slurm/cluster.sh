@@ -7,8 +7,8 @@
 #
 # Partitions `cpu` (default) and `gpu`, one node with one fake A100 (gres.conf File=/dev/null, so slurmd
 # accepts a GPU it cannot see). The config has to live in /etc/slurm: the job-step plugin strips SLURM_CONF
-# from the job's environment before its inner srun. Exit codes: 0 ok, 2 usage, 3 slurm cannot be installed
-# (not root, no apt-get), 1 anything else (logs under $STATE/log).
+# from the job's environment before its inner srun. Exit codes: 0 ok, 2 usage, 3 cannot run here (not root, or
+# slurm missing and no apt-get), 1 anything else (logs under $STATE/log).
 set -euo pipefail
 
 STATE=${TUNEBENCH_SLURM_STATE:-/tmp/tunebench-slurm}
@@ -25,8 +25,8 @@ install_slurm() {
         command -v "$tool" >/dev/null 2>&1 || missing=1
     done
     [ "$missing" = 0 ] && return 0
-    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-        echo "cluster.sh: slurm/munge missing and cannot be installed (needs root and apt-get)" >&2
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "cluster.sh: slurm/munge missing and cannot be installed (no apt-get)" >&2
         exit 3
     fi
     echo "cluster.sh: installing slurmctld slurmd slurm-client munge" >&2
@@ -38,10 +38,8 @@ install_slurm() {
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 write_config() {
-    local host node
+    local host
     host=$(hostname -s)
-    # The node's real CPUs and memory (slurmd drains a node configured larger than it is).
-    node=$(slurmd -C | head -n 1 | sed "s/^NodeName=[^ ]*/NodeName=$host/")
     mkdir -p "$ETC"
     local f
     for f in slurm.conf gres.conf; do
@@ -67,6 +65,8 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 GresTypes=gpu
 MpiDefault=none
+# Jobs are not requeued unless they ask (sbatch --requeue), so the test sees that the profile asks.
+JobRequeue=0
 ReturnToService=2
 # Finished jobs stay visible to squeue / scontrol for 5 minutes: the executor's status checks and the test
 # read them there, as there is no accounting database.
@@ -78,7 +78,10 @@ SlurmctldPidFile=$STATE/run/slurmctld.pid
 SlurmdPidFile=$STATE/run/slurmd.pid
 SlurmctldLogFile=$STATE/log/slurmctld.log
 SlurmdLogFile=$STATE/log/slurmd.log
-$node NodeAddr=127.0.0.1 Gres=gpu:a100:1 State=UNKNOWN
+# The node claims the size of a typical A100 node (config_overrides: slurmd does not drain a node smaller than
+# its configuration), so the profile's real requests (8 CPUs and 32-64 GB per GPU job) are accepted unchanged.
+SlurmdParameters=config_overrides
+NodeName=$host NodeAddr=127.0.0.1 Sockets=2 CoresPerSocket=16 ThreadsPerCore=1 RealMemory=256000 Gres=gpu:a100:1
 PartitionName=cpu Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 PartitionName=gpu Nodes=ALL MaxTime=INFINITE State=UP
 EOF
@@ -117,6 +120,7 @@ wait_idle() {
 }
 
 start() {
+    [ "$(id -u)" = 0 ] || { echo "cluster.sh: needs root (daemons, /etc/slurm)" >&2; exit 3; }
     install_slurm
     if alive "$STATE/run/slurmctld.pid" && alive "$STATE/run/slurmd.pid"; then
         echo "cluster.sh: already running" >&2
@@ -130,7 +134,7 @@ start() {
     rm -rf "$STATE/ctld" "$STATE/slurmd" "$STATE/run" "$STATE/log"
     mkdir -p "$STATE/ctld" "$STATE/slurmd" "$STATE/run" "$STATE/log"
     # Whatever fails from here on, leave no daemon behind.
-    trap 'stop >/dev/null 2>&1' ERR
+    trap 'stop >/dev/null 2>&1' EXIT
     write_config
     start_munge
     slurmctld
@@ -142,7 +146,7 @@ start() {
     alive "$STATE/run/slurmctld.pid" || die "slurmctld did not start; see $STATE/log/slurmctld.log"
     alive "$STATE/run/slurmd.pid" || die "slurmd did not start; see $STATE/log/slurmd.log"
     wait_idle
-    trap - ERR
+    trap - EXIT
     echo "cluster.sh: node $(hostname -s) idle; partitions cpu (default) and gpu" >&2
 }
 

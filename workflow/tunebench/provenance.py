@@ -59,8 +59,12 @@ def slurm() -> dict | None:
     if "SLURM_JOB_ID" not in os.environ:
         return None
     keys = ["SLURM_JOB_ID", "SLURM_JOB_PARTITION", "SLURM_JOB_NODELIST", "SLURM_CPUS_PER_TASK",
-            "SLURM_JOB_GPUS", "SLURM_RESTART_COUNT"]
-    return {k.lower().removeprefix("slurm_"): os.environ.get(k) for k in keys}
+            "SLURM_GPUS_ON_NODE", "SLURM_RESTART_COUNT"]
+    info = {k.lower().removeprefix("slurm_"): os.environ.get(k) for k in keys}
+    # Inside a job step SLURM_JOB_GPUS is unset; the step's own variables say which GPUs it was given.
+    info["gpus"] = os.environ.get("SLURM_STEP_GPUS") or os.environ.get("SLURM_JOB_GPUS") or os.environ.get(
+        "CUDA_VISIBLE_DEVICES")
+    return info
 
 
 def collect() -> dict:
