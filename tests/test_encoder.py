@@ -219,3 +219,12 @@ def test_learning_rate_grid_keeps_the_best_on_dev(workspace, strategy, tmp_path)
     assert set(scores) == {"1e-07", "0.05"}
     assert f"{record['cost']['learning_rate']:g}" == max(scores, key=scores.get)
     assert not (spec.run_dir / "checkpoints").exists()
+
+
+def test_min_steps_raises_epochs_only_on_small_training_sets(workspace):
+    from tunebench.encoder import epochs_for
+
+    spec = make_spec(workspace, "lora", epochs=2, batch_size=32, min_steps=240)
+    assert epochs_for(spec, 923) == 9        # SemEval: 29 batches an epoch
+    assert epochs_for(spec, 3876) == 2       # FPB: 122 batches an epoch already give 244 steps
+    assert epochs_for(make_spec(workspace, "lora", epochs=2), 923) == 2

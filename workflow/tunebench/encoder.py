@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -161,6 +162,14 @@ def use_bf16(precision: str) -> bool:
     return supported
 
 
+def epochs_for(spec: RunSpec, train_rows: int) -> float:
+    """`epochs`, raised where needed so that training takes at least `min_steps` optimizer steps: a small
+    dataset (SemEval: 29 batches an epoch) would otherwise give adapters too few updates to learn."""
+    cfg = spec.method_cfg
+    steps_per_epoch = math.ceil(train_rows / cfg["batch_size"])
+    return max(cfg["epochs"], math.ceil((cfg.get("min_steps") or 0) / steps_per_epoch))
+
+
 def training_arguments(spec: RunSpec, output_dir: Path, group_by_length: bool = True, **overrides):
     from transformers import TrainingArguments
 
@@ -224,7 +233,8 @@ def fit(model, train, dev, spec: RunSpec, collator, group_by_length: bool = True
     from transformers import EarlyStoppingCallback, Trainer
 
     out = checkpoint_dir(spec, checkpoints)
-    args = training_arguments(spec, out, group_by_length, **arg_overrides)
+    args = training_arguments(spec, out, group_by_length, num_train_epochs=epochs_for(spec, len(train)),
+                              **arg_overrides)
     patience = spec.method_cfg.get("early_stopping_patience")
     callbacks = [EarlyStoppingCallback(early_stopping_patience=patience)] if patience else []
     trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=dev, data_collator=collator,
