@@ -31,8 +31,11 @@ lint: $(INSTALLED)
 dryrun: $(INSTALLED)
 	$(BIN)/snakemake --dry-run --quiet rules --configfile config/paper.yaml
 
+# (g) comes from the `/usr/bin/time -v make run` record of the last measured default study; pass
+# BENCH_ARGS=--run-study to measure it again (about 25 minutes on 2 cores).
+BENCH_ARGS ?= --study-log bench/results/default_study_time.log
 bench: $(INSTALLED)
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf results logs .snakemake

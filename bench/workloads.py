@@ -109,8 +109,11 @@ class Context:
         return self.once("fpb_shards", build)
 
     def encoder_spec(self, method: str, run_name: str, **method_overrides) -> RunSpec:
-        """A RunSpec for a default-config encoder method on the FPB slice, as the Snakefile would build it."""
-        method_cfg = {**self.cfg["methods"][method], **method_overrides}
+        """A RunSpec for a default-config encoder method on the FPB slice, as the Snakefile would build it.
+
+        `min_steps` is switched off: on this small slice it would raise the epochs of one side of a comparison.
+        """
+        method_cfg = {**self.cfg["methods"][method], "min_steps": None, **method_overrides}
         return RunSpec(dataset="fpb", model="minilm", method=method, seed=0, dataset_cfg=self.cfg["datasets"]["fpb"],
                        model_cfg=self.encoder_cfg(), method_cfg=method_cfg, table_path=str(self.fpb_slice()),
                        run_dir=self.tmp / "runs" / run_name, threads=self.threads,
