@@ -45,13 +45,18 @@ def test_qlora_base_is_4bit(make_spec, tiny_t5):
     assert all(not p.requires_grad for n, p in model.named_parameters() if "lora_" not in n)
 
 
-def test_training_lowers_the_loss(make_spec, tiny_t5):
-    spec = t5_spec(make_spec, tiny_t5, epochs=6)
+def training_data(spec):
+    """The tokenizer and the templated training set, as seq2seq.run builds them."""
     words = prompts.verbalizers(LABELS)
     template = prompts.Template.parse(None, "classification", list(words.values()))
     tokenizer = lm.load_tokenizer(spec.model_cfg)
-    data = seq2seq.training_set(tokenizer, *seq2seq.examples(spec, spec.split("train"), tokenizer, template, words),
-                                64)
+    examples = seq2seq.examples(spec, spec.split("train"), tokenizer, template, words)
+    return tokenizer, seq2seq.training_set(tokenizer, *examples, 64)
+
+
+def test_training_lowers_the_loss(make_spec, tiny_t5):
+    spec = t5_spec(make_spec, tiny_t5, epochs=6)
+    tokenizer, data = training_data(spec)
     trainer, _ = seq2seq.train(spec, seq2seq.build_model(spec), tokenizer, data)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert len(losses) == 18 and np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3])
@@ -81,11 +86,7 @@ def test_adapter_round_trip_gives_identical_predictions(strategy, make_spec, tin
 
 def test_resumes_from_the_last_checkpoint(make_spec, tiny_t5, capsys):
     spec = t5_spec(make_spec, tiny_t5, epochs=2)
-    words = prompts.verbalizers(LABELS)
-    template = prompts.Template.parse(None, "classification", list(words.values()))
-    tokenizer = lm.load_tokenizer(spec.model_cfg)
-    data = seq2seq.training_set(tokenizer, *seq2seq.examples(spec, spec.split("train"), tokenizer, template, words),
-                                64)
+    tokenizer, data = training_data(spec)
     first, _ = seq2seq.train(spec, seq2seq.build_model(spec), tokenizer, data)
     assert list((spec.run_dir / "checkpoints").glob("checkpoint-*"))
     capsys.readouterr()
