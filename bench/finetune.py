@@ -65,7 +65,7 @@ def train_ours(ctx: Context, rep: int, data, tokenizer) -> dict:
     switched off, so the clock sees training alone."""
     from transformers import DataCollatorWithPadding, set_seed
 
-    from tunebench.encoder import build_model, fit
+    from tunebench.methods.encoder import build_model, fit
 
     spec = ctx.encoder_spec("full", f"ft-ours-{rep}", epochs=EPOCHS, early_stopping_patience=None)
     set_seed(spec.seed)
@@ -82,7 +82,7 @@ def train_naive(ctx: Context, rep: int, data, tokenizer) -> dict:
     random order (the Trainer's defaults)."""
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
-    from tunebench.encoder import build_model, compute_metrics_fn
+    from tunebench.methods.encoder import build_model, compute_metrics_fn
 
     spec = ctx.encoder_spec("full", f"ft-naive-{rep}", epochs=EPOCHS, early_stopping_patience=None)
     cfg = spec.method_cfg
@@ -114,9 +114,9 @@ def side_totals(runs: list[dict], rows: int, useful_tokens: int, processed_token
 
 
 def measure(ctx: Context) -> dict:
-    from tunebench.encoder import build_model, with_labels
-    from tunebench.models import load_tokenizer
-    from tunebench.tokenize import load_tokenized
+    from tunebench.methods.encoder import build_model, with_labels
+    from tunebench.modeling.loading import load_tokenizer
+    from tunebench.modeling.tokenize import load_tokenized
 
     torch.set_num_threads(ctx.threads)
     size = 512 if ctx.quick else MATMUL_SIZE

@@ -18,8 +18,8 @@ QUICK_EPOCHS = 3
 
 
 def cached(ctx: Context, overrides: dict) -> dict:
-    from tunebench.encoder import run_head
-    from tunebench.features import encode_features
+    from tunebench.methods.encoder import run_head
+    from tunebench.modeling.features import encode_features
 
     features = ctx.tmp / "features" / "fpb-slice-mean.npz"
     _, encode_s = timed(encode_features, ctx.fpb_shards(), ctx.encoder_cfg(), "mean", features, ctx.threads)
@@ -33,9 +33,9 @@ def cached(ctx: Context, overrides: dict) -> dict:
 def frozen(ctx: Context, overrides: dict) -> dict:
     from transformers import DataCollatorWithPadding, set_seed
 
-    from tunebench.encoder import fit, with_labels
-    from tunebench.models import EncoderClassifier, load_encoder, load_tokenizer
-    from tunebench.tokenize import load_tokenized
+    from tunebench.methods.encoder import fit, with_labels
+    from tunebench.modeling.loading import EncoderClassifier, load_encoder, load_tokenizer
+    from tunebench.modeling.tokenize import load_tokenized
 
     spec = ctx.encoder_spec("head", "head-frozen", **overrides)
     set_seed(spec.seed)

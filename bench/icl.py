@@ -56,7 +56,8 @@ def icl_spec(ctx: Context, k: int):
 
 def prompts_for(spec, backend, words) -> tuple[list[str], list[str], dict]:
     """(prompt texts, gold labels, prompt facts) exactly as icl.run fits them."""
-    from tunebench import icl, prompts
+    from tunebench.methods import icl
+    from tunebench.modeling import prompts
 
     cfg = spec.method_cfg
     train, test = spec.split("train"), icl.evaluation_rows(spec)
@@ -69,7 +70,9 @@ def prompts_for(spec, backend, words) -> tuple[list[str], list[str], dict]:
 
 
 def measure_k(ctx: Context, k: int) -> dict:
-    from tunebench import answers, icl, lm, prompts
+    from tunebench.evaluation import answers
+    from tunebench.methods import icl
+    from tunebench.modeling import lm, prompts
 
     spec = icl_spec(ctx, k)
     cfg = spec.method_cfg

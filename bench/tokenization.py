@@ -15,7 +15,7 @@ QUICK_ROWS = 600
 
 
 def measure(ctx: Context) -> dict:
-    from tunebench.tokenize import tokenize_table
+    from tunebench.modeling.tokenize import tokenize_table
 
     table = ctx.table("tfns")
     if ctx.quick:

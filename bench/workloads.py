@@ -20,7 +20,7 @@ sys.path.insert(0, str(REPO / "workflow"))
 sys.path.insert(0, str(REPO / "tests"))   # tiny_models, for quick mode and the ICL figure
 
 from tunebench import config as tbconfig  # noqa: E402
-from tunebench.prepare import prepare_dataset  # noqa: E402
+from tunebench.data.prepare import prepare_dataset  # noqa: E402
 from tunebench.runner import RunSpec  # noqa: E402
 
 # Rows of the FPB 50Agree slice shared by the fine-tuning and head figures (None = the whole split).
@@ -101,7 +101,7 @@ class Context:
     def fpb_shards(self) -> Path:
         """The FPB slice tokenised into Arrow shards (rule `tokenize`)."""
         def build():
-            from tunebench.tokenize import tokenize_table
+            from tunebench.modeling.tokenize import tokenize_table
 
             out = self.tmp / "tokenized" / "fpb-slice"
             tokenize_table(self.fpb_slice(), self.encoder_cfg(), out, threads=self.threads)

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import polars as pl
 import pytest
 from tunebench import runner
-from tunebench.api import APIError, ChatClient
+from tunebench.modeling.api import APIError, ChatClient
 
 SECRET = "sk-test-7Hq2SECRETvalue9"
 

@@ -17,8 +17,8 @@ import yaml
 
 from tunebench import config as tbconfig
 from tunebench.config import ConfigError
-from tunebench.data import DataError
-from tunebench.prepare import prepare_dataset
+from tunebench.data.loaders import DataError
+from tunebench.data.prepare import prepare_dataset
 
 from conftest import REPO, make_data_workdir, run_snakemake
 
@@ -539,7 +539,7 @@ def capture_kwargs(monkeypatch, cls, calls):
 @pytest.mark.parametrize("opt_in", [None, False, True])
 def test_remote_code_only_when_the_model_opts_in_and_safetensors_only(monkeypatch, opt_in):
     transformers = pytest.importorskip("transformers")
-    from tunebench import lm, models
+    from tunebench.modeling import lm, loading
 
     calls = []
     for cls in (transformers.AutoModel, transformers.AutoTokenizer, transformers.AutoModelForCausalLM,
@@ -551,7 +551,7 @@ def test_remote_code_only_when_the_model_opts_in_and_safetensors_only(monkeypatc
     if opt_in is not None:
         for cfg in (encoder, causal, seq2seq):
             cfg["trust_remote_code"] = opt_in
-    loaders = [lambda: models.load_encoder(encoder), lambda: models.load_tokenizer(encoder),
+    loaders = [lambda: loading.load_encoder(encoder), lambda: loading.load_tokenizer(encoder),
                lambda: lm.load_model(causal), lambda: lm.load_model(seq2seq), lambda: lm.load_tokenizer(causal)]
     for load in loaders:
         with pytest.raises(Captured):

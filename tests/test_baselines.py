@@ -9,7 +9,8 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from tunebench import baselines, dictionaries
+from tunebench.methods import baselines
+from tunebench.data import lexicons
 from tunebench.runner import score
 
 LABELS = ["negative", "neutral", "positive"]
@@ -48,7 +49,7 @@ def run_and_score(make_table_spec, table, task, method_cfg, seed=0):
 # ---- fixed dictionaries ----
 
 def test_lm_scores_count_list_words_per_word_token():
-    lm = dictionaries.load_lm()
+    lm = lexicons.load_lm()
     assert list(lm.categories) == ["positive", "negative", "uncertainty", "litigious", "constraining", "modal"]
     scores = lm.score([
         # 8 words: GAINS, IMPROVED positive; LOSS negative.
@@ -67,13 +68,13 @@ def test_lm_scores_count_list_words_per_word_token():
 
 
 def test_lm_modal_joins_strong_and_weak_modal_words():
-    modal = dictionaries.load_lm().categories["modal"]
+    modal = lexicons.load_lm().categories["modal"]
     assert {"MUST", "ALWAYS", "MAY", "COULD"} <= modal  # ALWAYS, MUST strong; MAY, COULD weak
     assert len(modal) == 19 + 27
 
 
 def test_hiv4_matches_inflected_forms_of_its_lemmas():
-    hiv4 = dictionaries.load_hiv4()
+    hiv4 = lexicons.load_hiv4()
     assert list(hiv4.categories) == ["positive", "negative"]
     # 6 words: GAINS and LOSSES reach the listed lemmas GAIN (positive) and LOSS (negative) through the stem.
     assert "GAINS" not in hiv4.categories["positive"] and "LOSSES" not in hiv4.categories["negative"]
@@ -82,7 +83,7 @@ def test_hiv4_matches_inflected_forms_of_its_lemmas():
 
 
 def test_noise_words_of_the_toy_corpora_are_in_no_list():
-    for lexicon in (dictionaries.load_lm(), dictionaries.load_hiv4()):
+    for lexicon in (lexicons.load_lm(), lexicons.load_hiv4()):
         for word in NOISE:
             assert not any(lexicon.normalise(word.upper()) in words for words in lexicon.categories.values())
 

@@ -9,9 +9,9 @@ import polars as pl
 import pytest
 
 from tunebench import config as tbconfig
-from tunebench.data import DataError, load_dataset_table, verify_sha256
-from tunebench.prepare import prepare_dataset
-from tunebench.splits import assign_splits
+from tunebench.data.loaders import DataError, load_dataset_table, verify_sha256
+from tunebench.data.prepare import prepare_dataset
+from tunebench.data.splits import assign_splits
 
 from conftest import REPO
 

@@ -17,11 +17,11 @@ import torch
 
 from tiny_models import build_tiny_bert
 from tunebench import config as tbconfig
-from tunebench.encoder import (FeatureHead, build_model, encoder_layers, feature_splits, load_trainable,
+from tunebench.methods.encoder import (FeatureHead, build_model, encoder_layers, feature_splits, load_trainable,
                                save_trainable)
-from tunebench.features import encode_features
+from tunebench.modeling.features import encode_features
 from tunebench.runner import RunSpec, execute
-from tunebench.tokenize import tokenize_table
+from tunebench.modeling.tokenize import tokenize_table
 
 LABELS = ["negative", "neutral", "positive"]
 WORDS = {"negative": ["plunge", "fall", "loss"], "neutral": ["meet", "report", "board"],
@@ -134,7 +134,7 @@ def test_save_then_load_gives_identical_predictions(workspace, tmp_path):
     first = pl.read_parquet(tmp_path / "p.parquet")
     model = load_trainable(build_model(spec), tmp_path / "weights.safetensors").eval()
     test = synthetic_table().filter(pl.col("split") == "test")
-    from tunebench.models import load_tokenizer
+    from tunebench.modeling.loading import load_tokenizer
 
     batch = load_tokenizer(spec.model_cfg)(test["text"].to_list(), padding=True, return_tensors="pt")
     with torch.inference_mode():
@@ -148,7 +148,7 @@ def test_cached_head_agrees_with_head_through_frozen_encoder(workspace):
     spec = make_spec(workspace, "head")
     data, _, cache = feature_splits(spec)
     model = build_model(make_spec(workspace, "full")).eval()
-    from tunebench.models import load_tokenizer, pool
+    from tunebench.modeling.loading import load_tokenizer, pool
 
     texts = synthetic_table().filter(pl.col("split") == "train")["text"].to_list()
     batch = load_tokenizer(spec.model_cfg)(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")
@@ -222,7 +222,7 @@ def test_learning_rate_grid_keeps_the_best_on_dev(workspace, strategy, tmp_path)
 
 
 def test_min_steps_raises_epochs_only_on_small_training_sets(workspace):
-    from tunebench.encoder import epochs_for
+    from tunebench.methods.encoder import epochs_for
 
     spec = make_spec(workspace, "lora", epochs=2, batch_size=32, min_steps=240)
     assert epochs_for(spec, 923) == 9        # SemEval: 29 batches an epoch

@@ -11,7 +11,10 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from tunebench import answers, icl, lm, prompts, runner
+from tunebench.evaluation import answers
+from tunebench.methods import icl
+from tunebench.modeling import lm, prompts
+from tunebench import runner
 from tunebench import config as tbconfig
 
 LABELS = ["negative", "neutral", "positive"]

@@ -16,9 +16,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tunebench import metrics
-from tunebench.aggregate import aggregate_runs
-from tunebench.report import build_report
+from tunebench.evaluation import metrics
+from tunebench.evaluation.aggregate import aggregate_runs
+from tunebench.evaluation.report import build_report
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ["negative", "neutral", "positive"]

@@ -53,7 +53,7 @@ def test_icl_with_a_tiny_model_is_bit_identical(make_spec, tiny_t5, tmp_path, de
 def test_interrupted_tokenize_leaves_no_output(workspace, tmp_path, monkeypatch):  # noqa: F811
     import datasets
 
-    from tunebench.tokenize import tokenize_table
+    from tunebench.modeling.tokenize import tokenize_table
 
     def die(self, *args, **kwargs):
         raise KeyboardInterrupt("killed while writing shards")
@@ -67,18 +67,18 @@ def test_interrupted_tokenize_leaves_no_output(workspace, tmp_path, monkeypatch)
 
 
 def test_interrupted_prepare_leaves_no_table(tmp_path, monkeypatch):
-    from tunebench import config as tbconfig, io as tio
-    from tunebench.prepare import prepare_dataset
+    from tunebench import config as tbconfig, files
+    from tunebench.data.prepare import prepare_dataset
 
     ds = tbconfig.load("config/config.yaml")["datasets"]["semeval17_headlines"]
-    real_write = tio.atomic_path
+    real_write = files.atomic_path
 
     def failing_parquet(path, df):
         with real_write(path) as tmp:
             df.head(10).write_parquet(tmp)      # half-written ...
             raise KeyboardInterrupt("killed")   # ... then killed before the rename
 
-    monkeypatch.setattr(tio, "write_parquet", failing_parquet)
+    monkeypatch.setattr(files, "write_parquet", failing_parquet)
     with pytest.raises(KeyboardInterrupt):
         prepare_dataset(ds, "semeval17_headlines", tmp_path / "table.parquet", tmp_path / "splits.csv",
                         tmp_path / "manifest.json")

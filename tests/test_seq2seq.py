@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-from tunebench import lm, prompts, runner, seq2seq
+from tunebench.modeling import lm, prompts
+from tunebench import runner
+from tunebench.methods import generative
 
 LABELS = ["negative", "neutral", "positive"]
 FAST = {"epochs": 4, "batch_size": 8, "learning_rate": 1.0e-2, "logging_steps": 1, "precision": "fp32"}
@@ -40,24 +42,24 @@ def test_fine_tuning_run(strategy, make_spec, tiny_t5, tmp_path):
 def test_qlora_base_is_4bit(make_spec, tiny_t5):
     import bitsandbytes as bnb
 
-    model = seq2seq.build_model(t5_spec(make_spec, tiny_t5, "seq2seq_qlora"))
+    model = generative.build_model(t5_spec(make_spec, tiny_t5, "seq2seq_qlora"))
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
     assert all(not p.requires_grad for n, p in model.named_parameters() if "lora_" not in n)
 
 
 def training_data(spec):
-    """The tokenizer and the templated training set, as seq2seq.run builds them."""
+    """The tokenizer and the templated training set, as generative.run builds them."""
     words = prompts.verbalizers(LABELS)
     template = prompts.Template.parse(None, "classification", list(words.values()))
     tokenizer = lm.load_tokenizer(spec.model_cfg)
-    examples = seq2seq.examples(spec, spec.split("train"), tokenizer, template, words)
-    return tokenizer, seq2seq.training_set(tokenizer, *examples, 64)
+    examples = generative.examples(spec, spec.split("train"), tokenizer, template, words)
+    return tokenizer, generative.training_set(tokenizer, *examples, 64)
 
 
 def test_training_lowers_the_loss(make_spec, tiny_t5):
     spec = t5_spec(make_spec, tiny_t5, epochs=6)
     tokenizer, data = training_data(spec)
-    trainer, _ = seq2seq.train(spec, seq2seq.build_model(spec), tokenizer, data)
+    trainer, _ = generative.train(spec, generative.build_model(spec), tokenizer, data)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert len(losses) == 18 and np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3])
 
@@ -65,32 +67,32 @@ def test_training_lowers_the_loss(make_spec, tiny_t5):
 @pytest.mark.parametrize("strategy", ["seq2seq_lora", "seq2seq_qlora"])
 def test_adapter_round_trip_gives_identical_predictions(strategy, make_spec, tiny_t5, tmp_path):
     spec = t5_spec(make_spec, tiny_t5, strategy, save_weights=True)
-    out = seq2seq.run(spec)
+    out = generative.run(spec)
     adapter = spec.run_dir / "adapter"
     assert (adapter / "adapter_model.safetensors").exists()
-    quant = seq2seq.quantization_config(spec.method_cfg) if strategy == "seq2seq_qlora" else None
-    model = seq2seq.load_adapter(spec.model_cfg, adapter, quant)
+    quant = generative.quantization_config(spec.method_cfg) if strategy == "seq2seq_qlora" else None
+    model = generative.load_adapter(spec.model_cfg, adapter, quant)
     tokenizer = lm.load_tokenizer(spec.model_cfg)
     words = prompts.verbalizers(LABELS)
     template = prompts.Template.parse(None, "classification", list(words.values()))
-    sources, _ = seq2seq.examples(spec, spec.split("test"), tokenizer, template, words)
-    columns, _ = seq2seq.predict(spec, model, tokenizer, sources, words)
+    sources, _ = generative.examples(spec, spec.split("test"), tokenizer, template, words)
+    columns, _ = generative.predict(spec, model, tokenizer, sources, words)
     assert columns["prediction"] == out.predictions["prediction"].to_list()
     assert columns["answer"] == out.predictions["answer"].to_list()
     for label in LABELS:
         assert np.allclose(columns[f"score_{label}"], out.predictions[f"score_{label}"].to_numpy(), atol=1e-6)
     # ... and the trained adapter differs from a fresh one (the comparison can fail).
-    fresh, _ = seq2seq.predict(spec, seq2seq.build_model(spec).eval(), tokenizer, sources, words)
+    fresh, _ = generative.predict(spec, generative.build_model(spec).eval(), tokenizer, sources, words)
     assert not np.allclose(fresh["score_positive"], columns["score_positive"], atol=1e-4)
 
 
 def test_resumes_from_the_last_checkpoint(make_spec, tiny_t5, capsys):
     spec = t5_spec(make_spec, tiny_t5, epochs=2)
     tokenizer, data = training_data(spec)
-    first, _ = seq2seq.train(spec, seq2seq.build_model(spec), tokenizer, data)
+    first, _ = generative.train(spec, generative.build_model(spec), tokenizer, data)
     assert list((spec.run_dir / "checkpoints").glob("checkpoint-*"))
     capsys.readouterr()
-    again, _ = seq2seq.train(spec, seq2seq.build_model(spec), tokenizer, data)
+    again, _ = generative.train(spec, generative.build_model(spec), tokenizer, data)
     assert "resuming from" in capsys.readouterr().out
     assert again.state.global_step == first.state.global_step == 6
     assert [h for h in again.state.log_history if "loss" in h] == [h for h in first.state.log_history if "loss" in h]

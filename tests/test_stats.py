@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tunebench import metrics, stats
+from tunebench.evaluation import metrics, stats
 
 LABELS = ["a", "b", "c"]
 

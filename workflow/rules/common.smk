@@ -7,7 +7,7 @@ from snakemake.exceptions import WorkflowError
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 import tunebench  # noqa: E402
-import tunebench.data  # noqa: E402
+import tunebench.data.loaders  # noqa: E402
 from tunebench import config as tbconfig  # noqa: E402
 
 try:

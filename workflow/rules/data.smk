@@ -3,7 +3,7 @@
 
 rule prepare:
     input:
-        lambda wc: [str(p) for p in tunebench.data.raw_files(config["datasets"][wc.dataset])],
+        lambda wc: [str(p) for p in tunebench.data.loaders.raw_files(config["datasets"][wc.dataset])],
     output:
         table="results/data/{dataset}/table.parquet",
         splits="results/data/{dataset}/splits.csv",

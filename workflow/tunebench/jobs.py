@@ -13,26 +13,26 @@ from pathlib import Path
 
 
 def prepare(inp, out, params, threads):
-    from .prepare import prepare_dataset
+    from tunebench.data.prepare import prepare_dataset
 
     prepare_dataset(params.dataset_cfg, _wildcard(out.table, "data"), out.table, out.splits, out.manifest)
 
 
 def tokenize(inp, out, params, threads):
-    from .tokenize import tokenize_table
+    from tunebench.modeling.tokenize import tokenize_table
 
     tokenize_table(inp.table, params.model_cfg, out.shards, threads=threads)
 
 
 def encode_features(inp, out, params, threads):
-    from .features import encode_features as encode
+    from tunebench.modeling.features import encode_features as encode
 
     pooling = Path(out.features).name.split("-len")[0]
     encode(inp.shards, params.model_cfg, pooling, out.features, threads=threads)
 
 
 def run_method(inp, out, params, threads):
-    from .runner import RunSpec, execute
+    from tunebench.runner import RunSpec, execute
 
     p = dict(params.run)
     spec = RunSpec(
@@ -46,14 +46,14 @@ def run_method(inp, out, params, threads):
 
 
 def aggregate(inp, out, params, threads):
-    from .aggregate import aggregate_runs
+    from tunebench.evaluation.aggregate import aggregate_runs
 
     aggregate_runs(list(inp.metrics), list(inp.predictions), out.runs, out.summary, out.comparisons,
                    **params.stats)
 
 
 def report(inp, out, params, threads):
-    from .report import build_report
+    from tunebench.evaluation.report import build_report
 
     build_report(inp.runs, inp.summary, inp.comparisons, inp.anchors, out.markdown, out.html, **params.settings)
 

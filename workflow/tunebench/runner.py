@@ -16,16 +16,17 @@ from pathlib import Path
 
 import polars as pl
 
-from . import __version__, io as tio, metrics, provenance
-from .config import STRATEGY_FAMILY, check_against_training_split
+from tunebench import __version__, files, provenance
+from tunebench.evaluation import metrics
+from tunebench.config import STRATEGY_FAMILY, check_against_training_split
 
 # family → module that has `run(spec)`; imported lazily so a baseline never pays torch's import time.
 FAMILY_MODULES = {
-    "baseline": "tunebench.baselines",
-    "encoder": "tunebench.encoder",
-    "embedding": "tunebench.fewshot",
-    "icl": "tunebench.icl",
-    "seq2seq": "tunebench.seq2seq",
+    "baseline": "tunebench.methods.baselines",
+    "encoder": "tunebench.methods.encoder",
+    "embedding": "tunebench.methods.embedding",
+    "icl": "tunebench.methods.icl",
+    "seq2seq": "tunebench.methods.generative",
 }
 
 
@@ -133,12 +134,12 @@ def execute(spec: RunSpec, predictions_path, metrics_path) -> dict:
         "metrics": test_metrics,
         "cost": {**out.info, "wall_time_s": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb()},
         "config": {"dataset": spec.dataset_cfg, "model": spec.model_cfg, "method": spec.method_cfg},
-        "data": {"table": spec.table_path, "table_sha256": tio.sha256(spec.table_path)},
+        "data": {"table": spec.table_path, "table_sha256": files.sha256(spec.table_path)},
         "provenance": {**provenance.collect(), "tunebench_version": __version__, "threads": spec.threads,
                        "started": started.isoformat(), "ended": datetime.now(timezone.utc).isoformat()},
     }
-    tio.write_parquet(predictions_path, joined)
-    tio.write_json(metrics_path, record)
+    files.write_parquet(predictions_path, joined)
+    files.write_json(metrics_path, record)
     return record
 
 

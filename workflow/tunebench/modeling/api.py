@@ -18,7 +18,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from . import io as tio
+from tunebench import files
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 MAX_BACKOFF_S = 60.0
@@ -65,7 +65,7 @@ class ChatClient:
             return json.loads(path.read_text())["answer"]
         response = self._post(body)
         answer = response["choices"][0]["message"].get("content") or ""
-        tio.write_json(path, {"url": self.url, "request": body, "answer": answer,
+        files.write_json(path, {"url": self.url, "request": body, "answer": answer,
                               "usage": response.get("usage", {})})
         return answer
 

@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
-from .data import DataError
+from tunebench.data.loaders import DataError
 
 
 def _where(ds: dict, name: str) -> str:

@@ -21,9 +21,9 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 import yaml  # noqa: E402
 
-from . import io as tio  # noqa: E402
-from .config import NO_MODEL  # noqa: E402
-from .metrics import primary_direction  # noqa: E402
+from tunebench import files  # noqa: E402
+from tunebench.config import NO_MODEL  # noqa: E402
+from tunebench.evaluation.metrics import primary_direction  # noqa: E402
 
 METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "weighted_f1": "weighted-F1", "mcc": "MCC",
                 "mse": "MSE", "rmse": "RMSE", "mae": "MAE", "r2": "R²", "pearson": "Pearson r",
@@ -54,8 +54,8 @@ def build_report(runs_csv, summary_csv, comparisons_csv, anchors_yaml, report_md
         blocks += context.section([anchors[i] for i in matching], dictionary_words)
     blocks += other_anchors([a for i, a in enumerate(anchors) if i not in shown_anchors])
     blocks += caps(runs)
-    tio.write_text(report_md, to_markdown(blocks))
-    tio.write_text(report_html, to_html(blocks, figures))
+    files.write_text(report_md, to_markdown(blocks))
+    files.write_text(report_html, to_html(blocks, figures))
 
 
 def _read(path) -> pl.DataFrame:

@@ -25,11 +25,12 @@ import polars as pl
 import torch
 from torch import nn
 
-from . import __version__, metrics
-from .features import load_features
-from .models import EncoderClassifier, count_parameters, load_encoder, load_tokenizer
-from .runner import RunOutput, RunSpec
-from .tokenize import load_tokenized
+from tunebench import __version__
+from tunebench.evaluation import metrics
+from tunebench.modeling.features import load_features
+from tunebench.modeling.loading import EncoderClassifier, count_parameters, load_encoder, load_tokenizer
+from tunebench.runner import RunOutput, RunSpec
+from tunebench.modeling.tokenize import load_tokenized
 
 ADAPTER_STRATEGIES = ("lora", "qlora")
 

@@ -11,8 +11,8 @@ import json
 import numpy as np
 import polars as pl
 
-from . import io as tio
-from .models import load_tokenizer
+from tunebench import files
+from tunebench.modeling.loading import load_tokenizer
 
 SHARDS_PER_SPLIT = {"train": 4, "dev": 1, "test": 1}
 
@@ -35,7 +35,7 @@ def tokenize_table(table_path, model_cfg: dict, out_dir, threads: int = 1):
         ds = Dataset.from_polars(rows)
         parts[split] = ds.map(encode, batched=True, batch_size=1000, desc=f"tokenize {split}")
     dataset = DatasetDict(parts)
-    with tio.atomic_dir(out_dir) as tmp:
+    with files.atomic_dir(out_dir) as tmp:
         dataset.save_to_disk(str(tmp), num_shards={s: min(n, max(1, len(dataset[s]))) for s, n in
                                                    SHARDS_PER_SPLIT.items()})
         (tmp / "lengths.json").write_text(json.dumps(length_stats(dataset, max_length), indent=2))

@@ -27,9 +27,9 @@ from typing import Callable
 import numpy as np
 import polars as pl
 
-from . import io as tio
+from tunebench import files
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 LM_CSV = REPO_ROOT / "data" / "raw" / "loughran_mcdonald" / "LoughranMcDonald_SentimentWordLists_2018.csv"
 LM_CATEGORIES = {"Positive": "positive", "Negative": "negative", "Uncertainty": "uncertainty",
                  "Litigious": "litigious", "Constraining": "constraining",
@@ -62,7 +62,7 @@ class Lexicon:
         return pl.DataFrame(rows, schema=list(self.categories), orient="row")
 
     def provenance(self) -> dict:
-        return {"lexicon": self.name, "file": str(self.source), "sha256": tio.sha256(self.source),
+        return {"lexicon": self.name, "file": str(self.source), "sha256": files.sha256(self.source),
                 "words": {c: len(w) for c, w in self.categories.items()}}
 
 

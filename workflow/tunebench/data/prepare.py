@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import polars as pl
 
-from . import io as tio
-from .data import load_dataset_table, verify_sha256
-from .splits import assign_splits
+from tunebench import files
+from tunebench.data.loaders import load_dataset_table, verify_sha256
+from tunebench.data.splits import assign_splits
 
 TABLE_COLUMNS = ["id", "text", "label", "target", "group", "split", "source_line"]
 
@@ -29,9 +29,9 @@ def prepare_dataset(ds: dict, name: str, table_path, splits_path, manifest_path)
             for s in ("train", "dev", "test")
         }
     # The table is written last of the three: its presence means the other two are complete too.
-    tio.write_csv(splits_path, table.select("id", "split"))
-    tio.write_json(manifest_path, manifest)
-    tio.write_parquet(table_path, table)
+    files.write_csv(splits_path, table.select("id", "split"))
+    files.write_json(manifest_path, manifest)
+    files.write_parquet(table_path, table)
     return table
 
 

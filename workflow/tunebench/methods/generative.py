@@ -18,10 +18,11 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from . import answers, lm, metrics, prompts
-from .encoder import checkpoint_dir, last_checkpoint, use_bf16
-from .models import count_parameters
-from .runner import RunOutput, RunSpec
+from tunebench.evaluation import answers, metrics
+from tunebench.modeling import lm, prompts
+from tunebench.methods.encoder import checkpoint_dir, last_checkpoint, use_bf16
+from tunebench.modeling.loading import count_parameters
+from tunebench.runner import RunOutput, RunSpec
 
 
 def quantization_config(cfg: dict):

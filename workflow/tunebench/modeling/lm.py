@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .models import resolve_path
+from tunebench.modeling.loading import resolve_path
 
 
 def device() -> torch.device:

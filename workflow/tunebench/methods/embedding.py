@@ -14,9 +14,9 @@ import numpy as np
 import polars as pl
 import torch
 
-from .features import load_features
-from .models import load_encoder, load_tokenizer, pool
-from .runner import RunOutput, RunSpec
+from tunebench.modeling.features import load_features
+from tunebench.modeling.loading import load_encoder, load_tokenizer, pool
+from tunebench.runner import RunOutput, RunSpec
 
 DESCRIPTION_TEMPLATE = "The sentiment of this financial text is {label}."
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from . import io as tio
-from . import stats
-from .config import NO_MODEL
-from .metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
+from tunebench import files
+from tunebench.evaluation import stats
+from tunebench.config import NO_MODEL
+from tunebench.evaluation.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 
 IDENTITY = ["dataset", "task", "model", "method", "strategy", "family", "seed", "loader"]
 COST_ORDER = ["trainable_params", "total_params", "trainable_fraction", "train_time_s", "eval_time_s",
@@ -303,8 +303,8 @@ def aggregate_runs(metrics_paths, predictions_paths, runs_csv, summary_csv, comp
                 compared += comparison_rows(dataset, ((a, model_a), (b, model_b)),
                                             groups[dataset, model_a, a], groups[dataset, model_b, b],
                                             boot, confidence)
-    tio.write_csv(runs_csv, runs_table(runs))
-    tio.write_csv(summary_csv, pl.DataFrame(summary, schema=SUMMARY_SCHEMA))
-    tio.write_csv(comparisons_csv, pl.DataFrame(compared, schema=COMPARISON_SCHEMA))
+    files.write_csv(runs_csv, runs_table(runs))
+    files.write_csv(summary_csv, pl.DataFrame(summary, schema=SUMMARY_SCHEMA))
+    files.write_csv(comparisons_csv, pl.DataFrame(compared, schema=COMPARISON_SCHEMA))
     print(f"aggregated {len(runs)} runs in {len(groups)} groups; {len(compared)} comparison rows")
 

@@ -17,10 +17,11 @@ import numpy as np
 import polars as pl
 import torch
 
-from . import answers, lm, prompts
-from .api import ChatClient
-from .models import count_parameters
-from .runner import RunOutput, RunSpec
+from tunebench.evaluation import answers
+from tunebench.modeling import lm, prompts
+from tunebench.modeling.api import ChatClient
+from tunebench.modeling.loading import count_parameters
+from tunebench.runner import RunOutput, RunSpec
 
 
 def run(spec: RunSpec) -> RunOutput:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
-from . import io as tio
+from tunebench import files
 
 FPB_FILES = {
     "50agree": "Sentences_50Agree.txt",
@@ -46,7 +46,7 @@ def verify_sha256(ds: dict) -> dict[str, str]:
     for f in raw_files(ds):
         if not f.exists():
             raise DataError(f"{f}: file not found")
-        digests[f.name] = tio.sha256(f)
+        digests[f.name] = files.sha256(f)
     for name, expected in ds.get("sha256", {}).items():
         if name not in digests:
             raise DataError(f"sha256 given for '{name}', which is not one of the files read: {sorted(digests)}")

@@ -36,8 +36,10 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from . import dictionaries, io as tio, metrics
-from .runner import RunOutput, RunSpec
+from tunebench.data import lexicons
+from tunebench import files
+from tunebench.evaluation import metrics
+from tunebench.runner import RunOutput, RunSpec
 
 
 def run(spec: RunSpec) -> RunOutput:
@@ -89,11 +91,11 @@ def tfidf(spec, train, dev):
 
 
 def lm_dictionary(spec, train, dev):
-    return dictionary_method(spec, train, dev, dictionaries.load_lm())
+    return dictionary_method(spec, train, dev, lexicons.load_lm())
 
 
 def hiv4_dictionary(spec, train, dev):
-    return dictionary_method(spec, train, dev, dictionaries.load_hiv4())
+    return dictionary_method(spec, train, dev, lexicons.load_hiv4())
 
 
 def dictionary_method(spec, train, dev, lexicon):
@@ -124,11 +126,11 @@ def dictionary_method(spec, train, dev, lexicon):
 def learned_dictionary(spec, train, dev):
     # Same letter-run tokens as the fixed dictionaries, lower-cased; a text's length counts all its words,
     # in the vocabulary or not.
-    vectorizer = CountVectorizer(token_pattern=dictionaries.WORD.pattern, min_df=spec.method_cfg["min_df"])
+    vectorizer = CountVectorizer(token_pattern=lexicons.WORD.pattern, min_df=spec.method_cfg["min_df"])
     vectorizer.fit(train["text"])
 
     def featurize(texts):
-        lengths = np.array([max(len(dictionaries.WORD.findall(t)), 1) for t in texts], dtype=float)
+        lengths = np.array([max(len(lexicons.WORD.findall(t)), 1) for t in texts], dtype=float)
         return sparse.diags(1 / lengths) @ vectorizer.transform(texts).astype(float)
 
     n_classes = len(spec.labels) if spec.task == "classification" else 0
@@ -283,4 +285,4 @@ def write_dictionary(spec: RunSpec, model: LearnedDictionary) -> None:
     names = [f"weight_{label}" for label in spec.labels] if spec.task == "classification" else ["weight"]
     table = pl.DataFrame({"word": model.words, "train_freq": model.train_freq.astype(np.int64),
                           **{name: model.coef_[:, i] for i, name in enumerate(names)}})
-    tio.write_csv(spec.run_dir / "dictionary.csv", table.sort(["train_freq", "word"], descending=[True, False]))
+    files.write_csv(spec.run_dir / "dictionary.csv", table.sort(["train_freq", "word"], descending=[True, False]))

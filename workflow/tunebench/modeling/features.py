@@ -11,9 +11,9 @@ import time
 import numpy as np
 import torch
 
-from . import io as tio
-from .models import load_encoder, load_tokenizer, pool
-from .tokenize import load_tokenized
+from tunebench import files
+from tunebench.modeling.loading import load_encoder, load_tokenizer, pool
+from tunebench.modeling.tokenize import load_tokenized
 
 
 @torch.inference_mode()
@@ -50,7 +50,7 @@ def encode_features(shards_dir, model_cfg: dict, pooling: str, out_path, threads
         ids += list(ds["id"])
         splits += [split] * len(ds)
     seconds = time.perf_counter() - t0
-    with tio.atomic_path(out_path) as tmp:
+    with files.atomic_path(out_path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, ids=np.asarray(ids), splits=np.asarray(splits), features=np.concatenate(feats),
                      seconds=seconds, pooling=pooling,
