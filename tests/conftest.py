@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+LM_LEXICON = REPO / "data/raw/loughran_mcdonald/LoughranMcDonald_SentimentWordLists_2018.csv"
 sys.path.insert(0, str(REPO / "workflow"))
 sys.path.insert(0, str(REPO / "tests"))
 
@@ -90,7 +91,7 @@ def make_table_spec(tmp_path):
         return RunSpec(dataset=name, model="model" if model_cfg else "none", method=method_cfg["strategy"],
                        seed=seed, dataset_cfg=config["datasets"][name],
                        model_cfg=config["models"].get("model"), method_cfg=config["methods"]["method"],
-                       table_path=str(table_path), run_dir=run_dir)
+                       table_path=str(table_path), run_dir=run_dir, lexicon_path=str(LM_LEXICON))
 
     return build
 

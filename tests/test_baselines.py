@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from conftest import LM_LEXICON
 from tunebench.methods import baselines
 from tunebench.data import lexicons
 from tunebench.runner import score
@@ -49,7 +50,7 @@ def run_and_score(make_table_spec, table, task, method_cfg, seed=0):
 # ---- fixed dictionaries ----
 
 def test_lm_scores_count_list_words_per_word_token():
-    lm = lexicons.load_lm()
+    lm = lexicons.load_lm(LM_LEXICON)
     assert list(lm.categories) == ["positive", "negative", "uncertainty", "litigious", "constraining", "modal"]
     scores = lm.score([
         # 8 words: GAINS, IMPROVED positive; LOSS negative.
@@ -68,7 +69,7 @@ def test_lm_scores_count_list_words_per_word_token():
 
 
 def test_lm_modal_joins_strong_and_weak_modal_words():
-    modal = lexicons.load_lm().categories["modal"]
+    modal = lexicons.load_lm(LM_LEXICON).categories["modal"]
     assert {"MUST", "ALWAYS", "MAY", "COULD"} <= modal  # ALWAYS, MUST strong; MAY, COULD weak
     assert len(modal) == 19 + 27
 
@@ -83,7 +84,7 @@ def test_hiv4_matches_inflected_forms_of_its_lemmas():
 
 
 def test_noise_words_of_the_toy_corpora_are_in_no_list():
-    for lexicon in (lexicons.load_lm(), lexicons.load_hiv4()):
+    for lexicon in (lexicons.load_lm(LM_LEXICON), lexicons.load_hiv4()):
         for word in NOISE:
             assert not any(lexicon.normalise(word.upper()) in words for words in lexicon.categories.values())
 

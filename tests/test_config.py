@@ -65,7 +65,7 @@ def test_runs_cross_each_block_without_duplicates(monkeypatch):
 
 def test_family_of_a_method():
     config = tbconfig.validate(CONFIG)
-    assert [tbconfig.family(config, m) for m in ("majority", "tfidf", "full")] == ["baseline", "baseline", "encoder"]
+    assert [tbconfig.family(config, m).name for m in ("majority", "tfidf", "full")] == ["baseline", "baseline", "encoder"]
 
 
 def test_load_applies_overrides_before_validating(tmp_path):

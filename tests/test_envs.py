@@ -7,6 +7,7 @@ import re
 import tomllib
 
 import yaml
+from tunebench import families
 
 from conftest import REPO
 
@@ -39,5 +40,5 @@ def test_conda_envs_and_pyproject_list_the_same_packages():
 def test_every_rule_names_an_existing_conda_env():
     rules = "\n".join(p.read_text() for p in (REPO / "workflow/rules").glob("*.smk"))
     named = set(re.findall(r'"\.\./\.\./envs/(\w+)\.yaml"', rules))           # conda: directives
-    named |= {env for _, env in re.findall(r'\("(\w+)", "(\w+)", \d+\)', rules)}  # RUN_RULES: (family, env, threads)
+    named |= {fam.env for fam in families.families()}                         # the method families' rules
     assert named == {p.stem for p in (REPO / "envs").glob("*.yaml")}

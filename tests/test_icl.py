@@ -308,7 +308,7 @@ def test_paper_config_validates(repo, monkeypatch):
     api_runs = [r for r in tbconfig.runs(config) if r.model == "gpt35"]
     assert api_runs and all(config["methods"][r.method]["decoding"] == "generate" for r in api_runs)
     strategies = {config["methods"][r.method]["strategy"] for r in runs}
-    assert {"icl", "seq2seq_qlora", "full", "lora"} <= strategies
+    assert {"icl", "generative_qlora", "full", "lora"} <= strategies
     similar = [m for m, c in config["methods"].items() if c.get("selection") == "similar"]
     assert similar and all(config["models"][config["methods"][m]["retriever"]]["kind"] == "encoder"
                            for m in similar)
@@ -320,4 +320,4 @@ def test_paper_config_dry_runs(repo):
     proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--quiet", "rules", "--configfile",
                            "config/paper.yaml"], cwd=repo, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "prompt_llm" in proc.stdout and "finetune_seq2seq" in proc.stdout
+    assert "prompt_llm" in proc.stdout and "finetune_generative" in proc.stdout

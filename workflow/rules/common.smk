@@ -9,6 +9,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 import tunebench  # noqa: E402
 import tunebench.data.loaders  # noqa: E402
 from tunebench import config as tbconfig  # noqa: E402
+from tunebench import families  # noqa: E402
 
 try:
     _resolved = tbconfig.validate(config, source=workflow.configfiles[-1] if workflow.configfiles else "config")
@@ -28,7 +29,7 @@ def _alternatives(names):
 
 
 def methods_of(family):
-    return [m for m, spec in config["methods"].items() if tbconfig.STRATEGY_FAMILY[spec["strategy"]] == family]
+    return [m for m, spec in config["methods"].items() if families.family_of(spec["strategy"]) == family]
 
 
 # Names come only from config, so no wildcard can form a path outside results/.
@@ -41,7 +42,9 @@ wildcard_constraints:
 
 
 # The word list lm_dictionary reads: an input, so that editing it reruns those runs.
-LM_LEXICON = Path(workflow.basedir) / "data/raw/loughran_mcdonald/LoughranMcDonald_SentimentWordLists_2018.csv"
+LM_LEXICON = "data/raw/loughran_mcdonald/LoughranMcDonald_SentimentWordLists_2018.csv"
+# Answers of API models, cached across runs (a rerun sends no request): named here, never in the package.
+API_CACHE = "results/cache/api"
 
 RUN_DIR = "results/runs/{dataset}/{model}/{method}/seed{seed}"
 
@@ -81,21 +84,22 @@ def features_file(dataset, model, pooling):
 
 
 def run_inputs(wc):
-    """The prepared table, plus the tokenised shards or cached features a method needs."""
+    """The prepared table, plus what the method's strategy reads (tunebench.families) and what its keys imply."""
+    method = config["methods"][wc.method]
     inputs = {"table": f"results/data/{wc.dataset}/table.parquet"}
-    strategy = config["methods"][wc.method]["strategy"]
-    family = tbconfig.STRATEGY_FAMILY[strategy]
-    if family == "encoder" and strategy != "head":
-        inputs["tokenized"] = tokenized_dir(wc.dataset, wc.model)
-    if strategy == "head":
-        inputs["features"] = features_file(wc.dataset, wc.model, pooling_for(wc.model, wc.method))
-    if family == "embedding":
-        inputs["features"] = features_file(wc.dataset, wc.model, "mean")
-    if strategy == "lm_dictionary":
-        inputs["lexicon"] = str(LM_LEXICON)
-    retriever = config["methods"][wc.method].get("retriever")
-    if family == "icl" and config["methods"][wc.method]["selection"] == "similar" and retriever:
-        inputs["embeddings"] = features_file(wc.dataset, retriever, "mean")
+    for kind in families.family_of(method["strategy"]).inputs_of(method["strategy"]):
+        if kind == "tokenized":
+            inputs["tokenized"] = tokenized_dir(wc.dataset, wc.model)
+        elif kind == "features":
+            inputs["features"] = features_file(wc.dataset, wc.model, pooling_for(wc.model, wc.method))
+        elif kind == "mean_features":
+            inputs["features"] = features_file(wc.dataset, wc.model, "mean")
+        elif kind == "lexicon":
+            inputs["lexicon"] = LM_LEXICON
+        else:
+            raise WorkflowError(f"unknown input kind '{kind}' in tunebench.families")
+    if method.get("selection") == "similar" and method.get("retriever"):
+        inputs["embeddings"] = features_file(wc.dataset, method["retriever"], "mean")
     return inputs
 
 
@@ -110,6 +114,7 @@ def run_params(wc):
         "model_cfg": model_cfg(wc.model),
         "method_cfg": config["methods"][wc.method],
         "retriever_cfg": model_cfg(config["methods"][wc.method].get("retriever") or NONE_MODEL),
+        "api_cache": API_CACHE if (model_cfg(wc.model) or {}).get("kind") == "api" else None,
     }
 
 

@@ -15,26 +15,11 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from tunebench import families
+
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 
-# Which implementation family a strategy belongs to; the family decides the Snakemake rule (and so the
-# resources a job asks for) and which model kinds it accepts.
-FAMILIES = {
-    "baseline": ["majority", "tfidf", "lm_dictionary", "hiv4_dictionary", "learned_dictionary"],
-    "encoder": ["head", "top_k", "full", "lora", "qlora"],
-    "embedding": ["embedding_zero_shot", "embedding_few_shot"],
-    "icl": ["icl"],
-    "seq2seq": ["seq2seq_lora", "seq2seq_qlora"],
-}
-STRATEGY_FAMILY = {s: fam for fam, strategies in FAMILIES.items() for s in strategies}
-MODEL_KINDS = {
-    "baseline": set(),
-    "encoder": {"encoder"},
-    "embedding": {"encoder"},
-    "icl": {"seq2seq", "causal", "api"},
-    "seq2seq": {"seq2seq"},
-}
-NO_MODEL = "none"
+NO_MODEL = families.NO_MODEL
 
 
 class ConfigError(ValueError):
@@ -42,8 +27,15 @@ class ConfigError(ValueError):
 
 
 def _schema() -> dict:
+    """The schema file, with the method block's strategy list and per-family key blocks filled in from the
+    family registry (tunebench.families), so that no strategy is named in two places."""
     with open(SCHEMA_PATH) as f:
-        return yaml.safe_load(f)
+        schema = yaml.safe_load(f)
+    method = schema["$defs"]["method"]
+    method["properties"]["strategy"]["enum"] = families.all_strategies()
+    method["allOf"] = [{"if": {"properties": {"strategy": {"enum": list(fam.strategies)}}},
+                        "then": {"$ref": f"#/$defs/{fam.schema}"}} for fam in families.families()]
+    return schema
 
 
 def _validator_with_defaults():
@@ -184,8 +176,7 @@ def _check_semantics(config: dict, source: str) -> None:
         for meth in block["methods"]:
             if meth not in methods:
                 raise ConfigError(f"{where}.methods': unknown method '{meth}' (known: {', '.join(methods)})")
-            family = STRATEGY_FAMILY[methods[meth]["strategy"]]
-            kinds = MODEL_KINDS[family]
+            kinds = families.family_of(methods[meth]["strategy"]).model_kinds
             block_models = block.get("models", [])
             if not kinds and block_models:
                 raise ConfigError(f"{where}.models': method '{meth}' uses no pretrained model; "
@@ -200,9 +191,9 @@ def _check_semantics(config: dict, source: str) -> None:
             task = datasets[ds]["task"]
             for meth in block["methods"]:
                 strategy = methods[meth]["strategy"]
-                if task == "regression" and strategy in ("embedding_zero_shot", "embedding_few_shot"):
-                    raise ConfigError(f"{where}': method '{meth}' ({strategy}) is for classification, "
-                                      f"but dataset '{ds}' is regression")
+                if task not in families.family_of(strategy).tasks:
+                    raise ConfigError(f"{where}': method '{meth}' ({strategy}) is not for {task}, "
+                                      f"but dataset '{ds}' is {task}")
 
 
 def check_against_training_split(method: str, method_cfg: dict, dataset: str, train_labels: list) -> None:
@@ -263,5 +254,5 @@ def model_enabled(model: dict) -> bool:
     return not env or bool(os.environ.get(env))
 
 
-def family(config: dict, method: str) -> str:
-    return STRATEGY_FAMILY[config["methods"][method]["strategy"]]
+def family(config: dict, method: str) -> families.Family:
+    return families.family_of(config["methods"][method]["strategy"])

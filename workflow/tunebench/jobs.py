@@ -1,7 +1,8 @@
-"""What each Snakemake rule does, as plain functions of (inputs, outputs, params, threads).
+"""What each Snakemake rule does, as plain functions of (inputs, outputs, params, wildcards, threads).
 
 `run_job(snakemake)` is the single bridge from a rule's `script:` to these functions: it sends the job's
 output to the rule's log file, pins threads, and turns an error into one clear line plus a traceback in the log.
+The rules that run methods (one per family, see tunebench.families) all go to `run_method`.
 """
 
 from __future__ import annotations
@@ -12,47 +13,47 @@ import traceback
 from pathlib import Path
 
 
-def prepare(inp, out, params, threads):
+def prepare(inp, out, params, wildcards, threads):
     from tunebench.data.prepare import prepare_dataset
 
-    prepare_dataset(params.dataset_cfg, _wildcard(out.table, "data"), out.table, out.splits, out.manifest)
+    prepare_dataset(params.dataset_cfg, wildcards.dataset, out.table, out.splits, out.manifest)
 
 
-def tokenize(inp, out, params, threads):
+def tokenize(inp, out, params, wildcards, threads):
     from tunebench.modeling.tokenize import tokenize_table
 
     tokenize_table(inp.table, params.model_cfg, out.shards, threads=threads)
 
 
-def encode_features(inp, out, params, threads):
+def encode_features(inp, out, params, wildcards, threads):
     from tunebench.modeling.features import encode_features as encode
 
-    pooling = Path(out.features).name.split("-len")[0]
-    encode(inp.shards, params.model_cfg, pooling, out.features, threads=threads)
+    encode(inp.shards, params.model_cfg, wildcards.pooling, out.features, threads=threads)
 
 
-def run_method(inp, out, params, threads):
+def run_method(inp, out, params, wildcards, threads):
     from tunebench.runner import RunSpec, execute
 
     p = dict(params.run)
     spec = RunSpec(
-        dataset=p["dataset"], model=p["model"], method=p["method"], seed=p["seed"],
+        dataset=wildcards.dataset, model=wildcards.model, method=wildcards.method, seed=int(wildcards.seed),
         dataset_cfg=p["dataset_cfg"], model_cfg=p["model_cfg"], method_cfg=p["method_cfg"],
         table_path=inp.table, run_dir=Path(out.metrics).parent, threads=threads,
         tokenized_dir=getattr(inp, "tokenized", None), features_path=getattr(inp, "features", None),
-        embeddings_path=getattr(inp, "embeddings", None), extra={"retriever_cfg": p.get("retriever_cfg")},
+        embeddings_path=getattr(inp, "embeddings", None), lexicon_path=getattr(inp, "lexicon", None),
+        extra={"retriever_cfg": p.get("retriever_cfg"), "api_cache_dir": p.get("api_cache")},
     )
     execute(spec, out.predictions, out.metrics)
 
 
-def aggregate(inp, out, params, threads):
+def aggregate(inp, out, params, wildcards, threads):
     from tunebench.evaluation.aggregate import aggregate_runs
 
     aggregate_runs(list(inp.metrics), list(inp.predictions), out.runs, out.summary, out.comparisons,
                    **params.stats)
 
 
-def report(inp, out, params, threads):
+def report(inp, out, params, wildcards, threads):
     from tunebench.evaluation.report import build_report
 
     build_report(inp.runs, inp.summary, inp.comparisons, inp.anchors, out.markdown, out.html, **params.settings)
@@ -60,12 +61,13 @@ def report(inp, out, params, threads):
 
 JOBS = {"prepare": prepare, "tokenize": tokenize, "encode_features": encode_features,
         "aggregate": aggregate, "report": report}
-RUN_RULES = ("run_baseline", "finetune_encoder", "embed_fewshot", "prompt_llm", "finetune_seq2seq")
 
 
-def _wildcard(path, after):
-    parts = Path(path).parts
-    return parts[parts.index(after) + 1]
+def job_function(rule: str):
+    """The function of a rule: a method family's rule runs a method, the others are named in JOBS."""
+    from tunebench import families
+
+    return run_method if families.by_rule(rule) else JOBS[rule]
 
 
 def set_threads(threads: int) -> None:
@@ -76,7 +78,7 @@ def set_threads(threads: int) -> None:
 
 
 def run_job(smk) -> None:
-    job = run_method if smk.rule in RUN_RULES else JOBS[smk.rule]
+    job = job_function(smk.rule)
     terminal = os.fdopen(os.dup(2), "w")
     if smk.log:
         log = open(smk.log[0], "w", buffering=1)
@@ -85,7 +87,7 @@ def run_job(smk) -> None:
         sys.stdout = sys.stderr = log
     set_threads(smk.threads)
     try:
-        job(smk.input, smk.output, smk.params, smk.threads)
+        job(smk.input, smk.output, smk.params, smk.wildcards, smk.threads)
     except Exception as e:  # noqa: BLE001 — every failure gets one clear line where the user looks
         traceback.print_exc()
         message = f"tunebench {smk.rule}: {type(e).__name__}: {e}"

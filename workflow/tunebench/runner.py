@@ -7,7 +7,6 @@ writes `predictions.parquet` and `metrics.json` atomically (metrics.json last: i
 
 from __future__ import annotations
 
-import importlib
 import resource
 import time
 from dataclasses import dataclass, field
@@ -16,18 +15,9 @@ from pathlib import Path
 
 import polars as pl
 
-from tunebench import __version__, files, provenance
+from tunebench import __version__, families, files, provenance
+from tunebench.config import check_against_training_split
 from tunebench.evaluation import metrics
-from tunebench.config import STRATEGY_FAMILY, check_against_training_split
-
-# family → module that has `run(spec)`; imported lazily so a baseline never pays torch's import time.
-FAMILY_MODULES = {
-    "baseline": "tunebench.methods.baselines",
-    "encoder": "tunebench.methods.encoder",
-    "embedding": "tunebench.methods.embedding",
-    "icl": "tunebench.methods.icl",
-    "seq2seq": "tunebench.methods.generative",
-}
 
 
 @dataclass
@@ -45,6 +35,7 @@ class RunSpec:
     tokenized_dir: str | None = None     # encoder / seq2seq families: Arrow shards of this (dataset, model)
     features_path: str | None = None     # head / embedding strategies: cached pooled features
     embeddings_path: str | None = None   # icl with similar demonstrations: cached sentence embeddings
+    lexicon_path: str | None = None      # lm_dictionary: the Loughran-McDonald word list
     extra: dict = field(default_factory=dict)
 
     @property
@@ -124,13 +115,13 @@ def execute(spec: RunSpec, predictions_path, metrics_path) -> dict:
     t0 = time.perf_counter()
     check_against_training_split(spec.method, spec.method_cfg, spec.dataset,
                                  spec.split("train")[spec.target_column].to_list())
-    module = importlib.import_module(FAMILY_MODULES[STRATEGY_FAMILY[spec.strategy]])
+    family = families.family_of(spec.strategy)
     spec.run_dir.mkdir(parents=True, exist_ok=True)
-    out = module.run(spec)
+    out = family.run_function()(spec)
     joined, test_metrics = score(spec, out)
     record = {
         "dataset": spec.dataset, "model": spec.model, "method": spec.method, "seed": spec.seed,
-        "task": spec.task, "strategy": spec.strategy, "family": STRATEGY_FAMILY[spec.strategy],
+        "task": spec.task, "strategy": spec.strategy, "family": family.name,
         "metrics": test_metrics,
         "cost": {**out.info, "wall_time_s": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb()},
         "config": {"dataset": spec.dataset_cfg, "model": spec.model_cfg, "method": spec.method_cfg},

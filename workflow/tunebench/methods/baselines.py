@@ -91,7 +91,7 @@ def tfidf(spec, train, dev):
 
 
 def lm_dictionary(spec, train, dev):
-    return dictionary_method(spec, train, dev, lexicons.load_lm())
+    return dictionary_method(spec, train, dev, lexicons.load_lm(spec.lexicon_path))
 
 
 def hiv4_dictionary(spec, train, dev):

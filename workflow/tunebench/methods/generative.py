@@ -1,4 +1,4 @@
-"""Strategies `seq2seq_lora` and `seq2seq_qlora`: text-to-label fine-tuning of a T5-family model.
+"""Strategies `generative_lora` and `generative_qlora`: text-to-label fine-tuning of a T5-family model.
 
 The model learns to write the label word (or, for regression, the number with two decimals) after the
 zero-shot prompt, training LoRA adapters on the frozen model — in bf16/fp32 (lora) or on a 4-bit NF4 copy
@@ -38,7 +38,7 @@ def build_model(spec: RunSpec):
     from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
 
     cfg = spec.method_cfg
-    if spec.strategy == "seq2seq_qlora":
+    if spec.strategy == "generative_qlora":
         model = lm.load_model(spec.model_cfg, quantization_config(cfg))
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     else:
@@ -179,7 +179,7 @@ def run(spec: RunSpec) -> RunOutput:
         "train_rows": len(dataset), "tokens_per_s": train_tokens * epochs / train_seconds if train_seconds else None,
         "final_train_loss": trainer.state.log_history[-1].get("train_loss") if trainer.state.log_history else None,
         "device": str(model.device), "precision": "bf16" if trainer.args.bf16 else "fp32",
-        "quantization": f"4bit-{cfg['quant_type']}" if spec.strategy == "seq2seq_qlora" else None,
+        "quantization": f"4bit-{cfg['quant_type']}" if spec.strategy == "generative_qlora" else None,
         "decoding": cfg["decoding"] if classification else "generate",
     }
     if torch.cuda.is_available():

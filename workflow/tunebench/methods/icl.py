@@ -111,7 +111,7 @@ class APIModel:
         cfg, model_cfg = spec.method_cfg, spec.model_cfg
         self.cfg = cfg
         self.client = ChatClient(model_cfg["base_url"], model_cfg["path"], model_cfg["api_key_env"],
-                                 spec.extra.get("api_cache_dir", "results/cache/api"), cfg["timeout_s"],
+                                 spec.extra["api_cache_dir"], cfg["timeout_s"],
                                  cfg["max_retries"], cfg["concurrency"])
         self.count_tokens, self.limit = approx_tokens, model_cfg["max_length"] - cfg["max_new_tokens"]
 

@@ -29,8 +29,8 @@ class APIError(RuntimeError):
 
 
 class ChatClient:
-    def __init__(self, base_url: str, model: str, api_key_env: str | None = "OPENAI_API_KEY",
-                 cache_dir: str | os.PathLike = "results/cache/api", timeout_s: float = 60.0,
+    def __init__(self, base_url: str, model: str, api_key_env: str | None,
+                 cache_dir: str | os.PathLike, timeout_s: float = 60.0,
                  max_retries: int = 5, concurrency: int = 4, backoff_s: float = 1.0):
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model

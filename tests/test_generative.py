@@ -14,12 +14,12 @@ LABELS = ["negative", "neutral", "positive"]
 FAST = {"epochs": 4, "batch_size": 8, "learning_rate": 1.0e-2, "logging_steps": 1, "precision": "fp32"}
 
 
-def t5_spec(make_spec, tiny_t5, strategy="seq2seq_lora", task="classification", **method):
+def t5_spec(make_spec, tiny_t5, strategy="generative_lora", task="classification", **method):
     return make_spec({"kind": "seq2seq", "path": str(tiny_t5), "max_length": 64},
                      {"strategy": strategy, **FAST, **method}, task=task)
 
 
-@pytest.mark.parametrize("strategy", ["seq2seq_lora", "seq2seq_qlora"])
+@pytest.mark.parametrize("strategy", ["generative_lora", "generative_qlora"])
 def test_fine_tuning_run(strategy, make_spec, tiny_t5, tmp_path):
     spec = t5_spec(make_spec, tiny_t5, strategy)
     record = runner.execute(spec, tmp_path / "predictions.parquet", tmp_path / "metrics.json")
@@ -28,7 +28,7 @@ def test_fine_tuning_run(strategy, make_spec, tiny_t5, tmp_path):
     assert cost["trainable_params"] == 12 * 8 * (64 + 64)
     assert cost["total_params"] > 10 * cost["trainable_params"]
     assert cost["train_time_s"] > 0 and cost["tokens_per_s"] > 0 and cost["epochs_run"] == 4
-    assert cost["quantization"] == ("4bit-nf4" if strategy == "seq2seq_qlora" else None)
+    assert cost["quantization"] == ("4bit-nf4" if strategy == "generative_qlora" else None)
     preds = pl.read_parquet(tmp_path / "predictions.parquet")
     probs = preds.select(f"score_{x}" for x in LABELS).to_numpy()
     assert np.allclose(probs.sum(1), 1) and preds["prediction"].to_list() == [LABELS[i] for i in probs.argmax(1)]
@@ -42,7 +42,7 @@ def test_fine_tuning_run(strategy, make_spec, tiny_t5, tmp_path):
 def test_qlora_base_is_4bit(make_spec, tiny_t5):
     import bitsandbytes as bnb
 
-    model = generative.build_model(t5_spec(make_spec, tiny_t5, "seq2seq_qlora"))
+    model = generative.build_model(t5_spec(make_spec, tiny_t5, "generative_qlora"))
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
     assert all(not p.requires_grad for n, p in model.named_parameters() if "lora_" not in n)
 
@@ -64,13 +64,13 @@ def test_training_lowers_the_loss(make_spec, tiny_t5):
     assert len(losses) == 18 and np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3])
 
 
-@pytest.mark.parametrize("strategy", ["seq2seq_lora", "seq2seq_qlora"])
+@pytest.mark.parametrize("strategy", ["generative_lora", "generative_qlora"])
 def test_adapter_round_trip_gives_identical_predictions(strategy, make_spec, tiny_t5, tmp_path):
     spec = t5_spec(make_spec, tiny_t5, strategy, save_weights=True)
     out = generative.run(spec)
     adapter = spec.run_dir / "adapter"
     assert (adapter / "adapter_model.safetensors").exists()
-    quant = generative.quantization_config(spec.method_cfg) if strategy == "seq2seq_qlora" else None
+    quant = generative.quantization_config(spec.method_cfg) if strategy == "generative_qlora" else None
     model = generative.load_adapter(spec.model_cfg, adapter, quant)
     tokenizer = lm.load_tokenizer(spec.model_cfg)
     words = prompts.verbalizers(LABELS)
