@@ -65,13 +65,14 @@ def train_ours(ctx: Context, rep: int, data, tokenizer) -> dict:
     switched off, so the clock sees training alone."""
     from transformers import DataCollatorWithPadding, set_seed
 
-    from tunebench.methods.encoder import build_model, fit
+    from tunebench.methods.encoder import build_model, compute_metrics_fn
+    from tunebench.modeling.training import fit
 
     spec = ctx.encoder_spec("full", f"ft-ours-{rep}", epochs=EPOCHS, early_stopping_patience=None)
     set_seed(spec.seed)
     model = build_model(spec)
     trainer, seconds, _ = fit(model, data["train"], data["dev"], spec, DataCollatorWithPadding(tokenizer),
-                              eval_strategy="no", save_strategy="no", load_best_model_at_end=False,
+                              compute_metrics_fn(spec), eval_strategy="no", save_strategy="no", load_best_model_at_end=False,
                               disable_tqdm=True)
     precision = "bf16" if trainer.args.bf16 else "fp32"
     return {"train_s": seconds, "precision": precision, **dev_scores(trainer, data["dev"])}

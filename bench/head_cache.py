@@ -33,7 +33,8 @@ def cached(ctx: Context, overrides: dict) -> dict:
 def frozen(ctx: Context, overrides: dict) -> dict:
     from transformers import DataCollatorWithPadding, set_seed
 
-    from tunebench.methods.encoder import fit, with_labels
+    from tunebench.methods.encoder import compute_metrics_fn, with_labels
+    from tunebench.modeling.training import fit
     from tunebench.modeling.loading import EncoderClassifier, load_encoder, load_tokenizer
     from tunebench.modeling.tokenize import load_tokenized
 
@@ -46,7 +47,7 @@ def frozen(ctx: Context, overrides: dict) -> dict:
     model = EncoderClassifier(encoder, spec.model_cfg["pooling"], len(spec.labels))
     model.encoder.requires_grad_(False)
     trainer, seconds, _ = fit(model, data["train"], data["dev"], spec, DataCollatorWithPadding(tokenizer),
-                              disable_tqdm=True)
+                              compute_metrics_fn(spec), disable_tqdm=True)
     return {"head_train_s": seconds, "epochs_run": float(trainer.state.epoch),
             "precision": "bf16" if trainer.args.bf16 else "fp32", "best_dev_macro_f1": trainer.state.best_metric}
 

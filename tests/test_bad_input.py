@@ -539,7 +539,7 @@ def capture_kwargs(monkeypatch, cls, calls):
 @pytest.mark.parametrize("opt_in", [None, False, True])
 def test_remote_code_only_when_the_model_opts_in_and_safetensors_only(monkeypatch, opt_in):
     transformers = pytest.importorskip("transformers")
-    from tunebench.modeling import lm, loading
+    from tunebench.modeling import loading
 
     calls = []
     for cls in (transformers.AutoModel, transformers.AutoTokenizer, transformers.AutoModelForCausalLM,
@@ -552,7 +552,8 @@ def test_remote_code_only_when_the_model_opts_in_and_safetensors_only(monkeypatc
         for cfg in (encoder, causal, seq2seq):
             cfg["trust_remote_code"] = opt_in
     loaders = [lambda: loading.load_encoder(encoder), lambda: loading.load_tokenizer(encoder),
-               lambda: lm.load_model(causal), lambda: lm.load_model(seq2seq), lambda: lm.load_tokenizer(causal)]
+               lambda: loading.load_generative(causal), lambda: loading.load_generative(seq2seq),
+               lambda: loading.load_tokenizer(causal)]
     for load in loaders:
         with pytest.raises(Captured):
             load()

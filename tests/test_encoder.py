@@ -17,8 +17,8 @@ import torch
 
 from tiny_models import build_tiny_bert
 from tunebench import config as tbconfig
-from tunebench.methods.encoder import (FeatureHead, build_model, encoder_layers, feature_splits, load_trainable,
-                               save_trainable)
+from tunebench.methods.encoder import FeatureHead, build_model, encoder_layers, feature_splits
+from tunebench.modeling.training import load_trainable, save_trainable
 from tunebench.modeling.features import encode_features
 from tunebench.runner import RunSpec, execute
 from tunebench.modeling.tokenize import tokenize_table
@@ -222,7 +222,7 @@ def test_learning_rate_grid_keeps_the_best_on_dev(workspace, strategy, tmp_path)
 
 
 def test_min_steps_raises_epochs_only_on_small_training_sets(workspace):
-    from tunebench.methods.encoder import epochs_for
+    from tunebench.modeling.training import epochs_for
 
     spec = make_spec(workspace, "lora", epochs=2, batch_size=32, min_steps=240)
     assert epochs_for(spec, 923) == 9        # SemEval: 29 batches an epoch

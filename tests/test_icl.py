@@ -13,7 +13,7 @@ import pytest
 import torch
 from tunebench.evaluation import answers
 from tunebench.methods import icl
-from tunebench.modeling import lm, prompts
+from tunebench.modeling import lm, loading, prompts
 from tunebench import runner
 from tunebench import config as tbconfig
 
@@ -76,7 +76,8 @@ def test_parse_number(text, expected):
 def test_default_template_renders_demonstrations_like_the_query():
     template = prompts.Template.parse(None, "classification", LABELS)
     prompt = template.render("profits {up}", [("shares fell", "negative"), ("sales rose", "positive")])
-    assert prompt == ("Classify the sentiment of the financial text as negative, neutral or positive.\n\n"
+    assert prompt == ("Classify the sentiment of the financial text as negative, neutral or positive. "
+                      "Answer with one word.\n\n"
                       "Text: shares fell\nAnswer: negative\n\n"
                       "Text: sales rose\nAnswer: positive\n\n"
                       "Text: profits {up}\nAnswer:")
@@ -189,50 +190,129 @@ def test_icl_run_records_how_many_demonstrations_fit(make_spec, tiny_t5, tmp_pat
     assert icl.run(roomy).info["demonstrations_min"] == 4
 
 
-# --- label scoring against per-example references -----------------------------------------------------------
+# --- label scoring and generation against per-example references --------------------------------------------
 
 PROMPTS = ["Text: profits surge as sales rise\nAnswer:", "Text: shares plunge after the company warns on "
            "losses and the board will meet on tuesday\nAnswer:", "Text: the board will meet\nAnswer:"]
 ANSWERS = ["positive", "very negative", "neutral and flat"]   # multi-token answers of different lengths
+# Prompts with a long common prefix (an instruction and shared demonstrations), as a k-shot run has.
+SHARED = "Classify the sentiment.\n\nText: profits rose\nAnswer: positive\n\nText: shares fell\nAnswer: negative\n\n"
+SHARED_PROMPTS = [SHARED + p for p in PROMPTS] + [SHARED + "Text: sales\nAnswer:"]
 
 
 def test_seq2seq_scoring_matches_per_example_loss(tiny_t5):
     cfg = {"kind": "seq2seq", "path": str(tiny_t5)}
-    tokenizer, model = lm.load_tokenizer(cfg), lm.load_model(cfg)
-    scores = lm.score_labels(model, tokenizer, PROMPTS, ANSWERS, batch_size=2)
+    tokenizer, model = loading.load_tokenizer(cfg), loading.load_generative(cfg)
+    result = lm.answer_prompts(model, tokenizer, PROMPTS, [lm.seq2seq_answer_ids(tokenizer, a) for a in ANSWERS],
+                               batch_size=2)
     for i, prompt in enumerate(PROMPTS):
         for j, answer in enumerate(ANSWERS):
             target = tokenizer(text_target=answer, return_tensors="pt")["input_ids"]
             with torch.no_grad():
                 loss = model(**tokenizer(prompt, return_tensors="pt"), labels=target).loss
-            assert scores[i, j] == pytest.approx(-loss.item() * target.shape[1], abs=1e-4)
+            assert result.loglik[i, j] == pytest.approx(-loss.item() * target.shape[1], abs=1e-4)
+            assert result.loglik_mean[i, j] == pytest.approx(-loss.item(), abs=1e-4)
 
 
-@pytest.mark.parametrize("use_cache", [True, False])
-def test_causal_scoring_matches_per_example_loglik(tiny_llama, use_cache):
+def reference_loglik(model, prompt_ids: list[int], answer_ids: list[int]) -> float:
+    """log p(answer | prompt) from one plain forward pass over prompt + answer (no cache, no batching)."""
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([prompt_ids + answer_ids])).logits[0].float(), -1)
+    return sum(logp[len(prompt_ids) - 1 + t, tok].item() for t, tok in enumerate(answer_ids))
+
+
+@pytest.mark.parametrize("prompt_list", [PROMPTS, SHARED_PROMPTS], ids=["short", "shared-prefix"])
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_cached_causal_scoring_equals_uncached_scoring(tiny_llama, prompt_list, batch_size):
+    """The shared-prefix cache, left padding between prefix and prompt, and multi-token answers continued from
+    the cache (then cropped) give the same log-likelihoods as a plain pass over each prompt + answer."""
     cfg = {"kind": "causal", "path": str(tiny_llama)}
-    tokenizer, model = lm.load_tokenizer(cfg), lm.load_model(cfg)
-    scores = lm.score_labels(model, tokenizer, PROMPTS, ANSWERS, batch_size=2, use_cache=use_cache)
-    for i, prompt in enumerate(PROMPTS):
-        for j, answer in enumerate(ANSWERS):
-            p, a = tokenizer(prompt)["input_ids"], lm.continuation_ids(tokenizer, answer)
-            with torch.no_grad():
-                logp = torch.log_softmax(model(torch.tensor([p + a])).logits[0], -1)
-            expected = sum(logp[len(p) - 1 + t, tok].item() for t, tok in enumerate(a))
-            assert scores[i, j] == pytest.approx(expected, abs=1e-4)
-    assert len({len(lm.continuation_ids(tokenizer, a)) for a in ANSWERS}) > 1
+    tokenizer, model = loading.load_tokenizer(cfg), loading.load_generative(cfg)
+    answer_ids = [lm.continuation_ids(tokenizer, prompt_list[0], " " + a, True) for a in ANSWERS]
+    result = lm.answer_prompts(model, tokenizer, prompt_list, answer_ids, batch_size=batch_size)
+    if prompt_list is SHARED_PROMPTS:
+        assert result.shared_prefix_tokens > 20
+    for i, prompt in enumerate(prompt_list):
+        for j, answer in enumerate(answer_ids):
+            expected = reference_loglik(model, tokenizer(prompt)["input_ids"], answer)
+            assert result.loglik[i, j] == pytest.approx(expected, abs=1e-4)
+            assert result.loglik_mean[i, j] == pytest.approx(expected / len(answer), abs=1e-4)
+    assert len({len(a) for a in answer_ids}) > 1
 
 
-def test_naive_generation_matches_batched_generation(tiny_t5):
-    cfg = {"kind": "seq2seq", "path": str(tiny_t5)}
-    tokenizer, model = lm.load_tokenizer(cfg), lm.load_model(cfg)
-    assert lm.naive_generate(model, tokenizer, PROMPTS, 4) == lm.generate(model, tokenizer, PROMPTS, 4, 2)
+def test_cached_greedy_generation_equals_generate_one_prompt_at_a_time(tiny_llama):
+    cfg = {"kind": "causal", "path": str(tiny_llama)}
+    tokenizer, model = loading.load_tokenizer(cfg), loading.load_generative(cfg)
+    result = lm.answer_prompts(model, tokenizer, SHARED_PROMPTS, max_new_tokens=5, batch_size=3)
+    for prompt, answer in zip(SHARED_PROMPTS, result.generated):
+        enc = tokenizer(prompt, return_tensors="pt", return_token_type_ids=False)
+        out = model.generate(**enc, max_new_tokens=5, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        expected = tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        assert answer == expected.strip().split("\n\n")[0]
+
+
+class BigramLM(torch.nn.Module):
+    """A causal 'model' whose next-token distribution depends on the last token only: a constructed case in
+    which we set every answer token's probability by hand. It keeps no cache (a bigram needs none)."""
+
+    def __init__(self, table: dict[int, dict[int, float]], vocab: int):
+        from transformers import LlamaConfig
+
+        super().__init__()
+        self.config = LlamaConfig(vocab_size=vocab, hidden_size=8, num_hidden_layers=1, num_attention_heads=1)
+        self.logits_after = torch.full((vocab, vocab), -30.0)
+        for prev, nxt in table.items():
+            rest = 1 - sum(nxt.values())
+            self.logits_after[prev] = torch.log(torch.tensor([nxt.get(t, rest / (vocab - len(nxt)))
+                                                              for t in range(vocab)]))
+
+    @property
+    def device(self):
+        return torch.device("cpu")
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, use_cache=None, logits_to_keep=0,
+                cache=None):
+        from transformers import DynamicCache
+
+        logits = self.logits_after[input_ids]
+        return type("Out", (), {"logits": logits[:, -logits_to_keep:] if logits_to_keep else logits,
+                                "cache": cache if cache is not None else DynamicCache()})()
+
+
+class WordTokenizer:
+    """Words → ids from a fixed vocabulary (for the constructed case)."""
+
+    def __init__(self, words: list[str]):
+        self.ids = {w: i for i, w in enumerate(words)}
+        self.pad_token_id, self.eos_token_id = 0, None
+
+    def __call__(self, text, add_special_tokens=True):
+        return {"input_ids": [self.ids[w] for w in text.split()]}
+
+
+def test_a_labels_token_count_does_not_decide_its_score():
+    """Label A is one token with p = 0.30; label B is three tokens, each p = 0.37. Summed log-likelihood would
+    prefer A only because B has more tokens (-1.2 vs -3.0); the length-normalised score prefers B (-1.2 vs
+    -1.0), as it does when B is written as one token with the same probability."""
+    tok = WordTokenizer(["<pad>", "text", "is", "A", "B1", "B2", "B3", "B"])
+    ids = tok.ids
+    table = {ids["is"]: {ids["A"]: np.exp(-1.2), ids["B1"]: np.exp(-1.0), ids["B"]: np.exp(-1.0) * 0.5},
+             ids["B1"]: {ids["B2"]: np.exp(-1.0)}, ids["B2"]: {ids["B3"]: np.exp(-1.0)}}
+    model = BigramLM(table, len(ids))
+    three = lm.answer_prompts(model, tok, ["text is", "text text is"], [[ids["A"]], [ids["B1"], ids["B2"], ids["B3"]]])
+    assert np.allclose(three.loglik, [[-1.2, -3.0]] * 2, atol=1e-5)          # the sum would pick A ...
+    columns = answers.answer_columns(three.loglik_mean, None, {"a": "A", "b": "B"}, "score")
+    assert columns["prediction"] == ["b", "b"]                                # ... the normalised score picks B
+    table[ids["is"]][ids["B"]] = np.exp(-1.0)
+    model = BigramLM({**table, ids["is"]: {ids["A"]: np.exp(-1.2), ids["B"]: np.exp(-1.0)}}, len(ids))
+    one = lm.answer_prompts(model, tok, ["text is", "text text is"], [[ids["A"]], [ids["B"]]])
+    assert answers.answer_columns(one.loglik_mean, None, {"a": "A", "b": "B"}, "score")["prediction"] == ["b", "b"]
 
 
 # --- whole runs -----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["seq2seq", "causal"])
-@pytest.mark.parametrize("decoding", ["score", "generate"])
+@pytest.mark.parametrize("decoding", ["score", "generate", "both"])
 def test_icl_run(kind, decoding, make_spec, tiny_t5, tiny_llama, tmp_path):
     path = tiny_t5 if kind == "seq2seq" else tiny_llama
     spec = make_spec({"kind": kind, "path": str(path), "max_length": 128},
@@ -242,20 +322,29 @@ def test_icl_run(kind, decoding, make_spec, tiny_t5, tiny_llama, tmp_path):
     assert preds.height == spec.split("test").height == record["metrics"]["n_test"]
     assert record["cost"]["demonstrations_min"] == 3 and record["cost"]["eval_time_s"] > 0
     assert record["cost"]["total_params"] > 0 and record["cost"]["device"] == "cpu"
-    if decoding == "score":
+    assert len(record["cost"]["demonstration_ids"]) == 3          # one shared draw, recorded
+    if kind == "causal":   # the instruction and the shared demonstrations run once
+        assert record["cost"]["shared_prefix_tokens"] > 20
+        assert record["cost"]["tokens_run"] < record["cost"]["prompt_tokens_total"]
+    if decoding != "generate":
         probs = preds.select(f"score_{x}" for x in LABELS).to_numpy()
         assert np.allclose(probs.sum(1), 1)
         assert preds["prediction"].to_list() == [LABELS[i] for i in probs.argmax(1)]
         assert "unparseable_rate" not in record["metrics"]
-    else:
+    if decoding == "generate":
         assert preds["unparsed"].to_list() == preds["prediction"].is_null().to_list()
         assert record["metrics"]["unparseable_rate"] == pytest.approx(preds["unparsed"].mean())
+    if decoding == "both":   # the generated answers of the same pass, scored on their own
+        generated = record["metrics"]["generate"]
+        assert generated["unparseable_rate"] == pytest.approx(preds["generated_prediction"].is_null().mean())
+        assert {"accuracy", "macro_f1", "as_neutral_macro_f1", "dropped_n"} <= set(generated)
 
 
 def test_generated_answers_are_parsed_and_unparsed_count_wrong(make_spec, tiny_t5, tmp_path, monkeypatch):
     canned = ["Positive.", "negative", "non-negative", "", "The answer is neutral", "positive or negative",
               "neutral", "nonsense", "positive"]
-    monkeypatch.setattr(lm, "generate", lambda model, tok, texts, *a, **k: canned[:len(texts)])
+    monkeypatch.setattr(lm, "answer_prompts", lambda model, tok, texts, *a, **k: lm.Answers(
+        None, None, canned[:len(texts)], 0, 0))
     spec = make_spec({"kind": "seq2seq", "path": str(tiny_t5)}, {"strategy": "icl", "decoding": "generate"})
     record = runner.execute(spec, tmp_path / "p.parquet", tmp_path / "m.json")
     preds = pl.read_parquet(tmp_path / "p.parquet")
@@ -270,14 +359,19 @@ def test_generated_answers_are_parsed_and_unparsed_count_wrong(make_spec, tiny_t
 
 def test_regression_generates_signed_numbers_and_charges_unparsed(make_spec, tiny_t5, tmp_path, monkeypatch):
     canned = ["0.8", "-0.6", "+.1", "", "about -0.5", "n/a", "0.7", "-0.65", "0.05"]
-    monkeypatch.setattr(lm, "generate", lambda model, tok, texts, *a, **k: canned[:len(texts)])
+    monkeypatch.setattr(lm, "answer_prompts", lambda model, tok, texts, *a, **k: lm.Answers(
+        None, None, canned[:len(texts)], 0, 0))
     spec = make_spec({"kind": "seq2seq", "path": str(tiny_t5)},
                      {"strategy": "icl", "k": 2, "decoding": "generate", "unparsed_penalty": 1.5},
                      task="regression")
     record = runner.execute(spec, tmp_path / "p.parquet", tmp_path / "m.json")
     preds = pl.read_parquet(tmp_path / "p.parquet")
     assert preds["prediction"].to_list() == [0.8, -0.6, 0.1, None, -0.5, None, 0.7, -0.65, 0.05]
-    assert record["metrics"]["coverage"] == pytest.approx(7 / 9)
+    assert record["metrics"]["unparseable_rate"] == pytest.approx(2 / 9)
+    # The other parse-failure rules: unparsed read as 0 (neutral), or left out.
+    assert record["metrics"]["dropped_n"] == 7
+    kept = [(p, g) for p, g in zip(preds["prediction"], preds["gold"]) if p is not None]
+    assert record["metrics"]["dropped_mae"] == pytest.approx(np.mean([abs(p - g) for p, g in kept]))
     errors = [1.5 if p is None else abs(p - g) for p, g in zip(preds["prediction"], preds["gold"])]
     assert record["metrics"]["mae"] == pytest.approx(np.mean(errors))
 
@@ -289,11 +383,16 @@ def test_regression_refuses_label_scoring(make_spec, tiny_t5):
         icl.run(spec)
 
 
-def test_max_test_samples_is_the_same_subset_for_every_seed(make_spec, tiny_t5):
-    rows = [make_spec({"kind": "seq2seq", "path": str(tiny_t5)},
-                      {"strategy": "icl", "max_test_samples": 4}, seed=s) for s in (0, 1)]
-    ids = [icl.evaluation_rows(spec)["id"].to_list() for spec in rows]
-    assert len(ids[0]) == 4 and ids[0] == ids[1]
+def test_test_subset_is_the_rows_the_dataset_marks(make_spec, tiny_t5, tmp_path):
+    from tiny_models import tiny_sentiment_rows
+
+    rows = [{**r, "test_subset": r["split"] == "test" and int(r["id"].removeprefix("test")) % 2 == 0}
+            for r in tiny_sentiment_rows()]
+    spec = make_spec({"kind": "seq2seq", "path": str(tiny_t5)}, {"strategy": "icl", "test_subset": True}, rows=rows)
+    marked = [r["id"] for r in rows if r["test_subset"]]
+    assert spec.test_rows()["id"].to_list() == marked
+    record = runner.execute(spec, tmp_path / "p.parquet", tmp_path / "m.json")
+    assert record["metrics"]["n_test"] == len(marked) == 5
 
 
 # --- the paper study config ---------------------------------------------------------------------------------

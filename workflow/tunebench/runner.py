@@ -17,7 +17,7 @@ import polars as pl
 
 from tunebench import __version__, families, files, provenance
 from tunebench.config import check_against_training_split
-from tunebench.evaluation import metrics
+from tunebench.evaluation import answers, metrics
 
 
 @dataclass
@@ -36,6 +36,7 @@ class RunSpec:
     features_path: str | None = None     # head / embedding strategies: cached pooled features
     embeddings_path: str | None = None   # icl with similar demonstrations: cached sentence embeddings
     lexicon_path: str | None = None      # lm_dictionary: the Loughran-McDonald word list
+    model_dir: str | None = None         # a GGUF model entry: its converted safetensors folder (rule import_model)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -55,6 +56,17 @@ class RunSpec:
 
     def split(self, name: str) -> pl.DataFrame:
         return self.table().filter(pl.col("split") == name)
+
+    def test_rows(self) -> pl.DataFrame:
+        """The rows a method is scored on: the test split, or its fixed subset (`test_subset: true`: the rows the
+        dataset marks in its table, the same for every method and seed that uses it), in the split's order."""
+        test = self.split("test")
+        if self.method_cfg.get("test_subset"):
+            if "test_subset" not in test.columns:
+                raise ValueError(f"{self.method}: test_subset is set but dataset '{self.dataset}' defines no test "
+                                 f"subset (config key datasets.{self.dataset}.test_subset)")
+            test = test.filter(pl.col("test_subset"))
+        return test
 
     @property
     def target_column(self) -> str:
@@ -77,23 +89,10 @@ class RunOutput:
     extra_metrics: dict = field(default_factory=dict)
 
 
-def score(spec: RunSpec, out: RunOutput) -> tuple[pl.DataFrame, dict]:
-    """Join predictions to gold labels and compute the test metrics.
-
-    A missing prediction (None: a generated answer that did not parse) is never dropped: for classification
-    it counts as wrong; for regression it is charged `unparsed_penalty` as its absolute error.
-    """
-    test = spec.split("test").select("id", pl.col(spec.target_column).alias("gold"))
-    preds = out.predictions
-    if preds["id"].n_unique() != preds.height:
-        raise ValueError(f"{spec.method}: predictions repeat ids")
-    unknown = preds.filter(~pl.col("id").is_in(test["id"].implode()))
-    if unknown.height:
-        raise ValueError(f"{spec.method}: predictions for ids not in the test split: {unknown['id'].head(3).to_list()}")
-    joined = test.join(preds, on="id", how="inner", maintain_order="left")
-    if joined.height < test.height and not spec.method_cfg.get("max_test_samples"):
-        raise ValueError(f"{spec.method}: predictions cover {joined.height} of {test.height} test examples")
-    gold, pred = joined["gold"].to_list(), joined["prediction"].to_list()
+def test_metrics(spec: RunSpec, gold: list, pred: list, generated: bool = False) -> dict:
+    """Metrics of predictions against gold. A missing prediction (None: a generated answer that did not parse)
+    is never dropped: for classification it counts as wrong; for regression it is charged `unparsed_penalty`
+    as its absolute error. Runs that can leave answers unparsed also report the unparseable rate."""
     unparsed = sum(p is None for p in pred)
     if spec.task == "classification":
         pred = ["<unparsed>" if p is None else p for p in pred]
@@ -103,8 +102,34 @@ def score(spec: RunSpec, out: RunOutput) -> tuple[pl.DataFrame, dict]:
         penalty = spec.method_cfg.get("unparsed_penalty", 0.0)
         pred = [g - penalty if p is None else p for g, p in zip(gold, pred)]
         result = metrics.regression_scalars(gold, pred)
-    if "unparsed" in preds.columns or unparsed:
-        result["unparseable_rate"] = unparsed / max(joined.height, 1)
+    if unparsed or generated:
+        result["unparseable_rate"] = unparsed / max(len(pred), 1)
+    return result
+
+
+def score(spec: RunSpec, out: RunOutput) -> tuple[pl.DataFrame, dict]:
+    """Join predictions to gold labels and compute the test metrics (see test_metrics). A run with generated
+    answers also gets their metrics under the other parse-failure rules (answers.parse_rule_metrics), and with
+    `decoding: both` the generated answers' own metrics under `generate`."""
+    test = spec.test_rows().select("id", pl.col(spec.target_column).alias("gold"))
+    preds = out.predictions
+    if preds["id"].n_unique() != preds.height:
+        raise ValueError(f"{spec.method}: predictions repeat ids")
+    unknown = preds.filter(~pl.col("id").is_in(test["id"].implode()))
+    if unknown.height:
+        raise ValueError(f"{spec.method}: predictions for ids not in the test split: {unknown['id'].head(3).to_list()}")
+    joined = test.join(preds, on="id", how="inner", maintain_order="left")
+    if joined.height < test.height:
+        raise ValueError(f"{spec.method}: predictions cover {joined.height} of {test.height} test examples")
+    gold = joined["gold"].to_list()
+    generated = "unparsed" in preds.columns   # the predictions are parsed free answers
+    result = test_metrics(spec, gold, joined["prediction"].to_list(), generated)
+    if generated:   # how the other parse-failure rules would score them
+        result.update(answers.parse_rule_metrics(gold, joined["prediction"].to_list(), spec.task, spec.labels))
+    if "generated_prediction" in preds.columns:   # decoding both: the generated answers, scored on their own
+        generated = joined["generated_prediction"].to_list()
+        result["generate"] = {**test_metrics(spec, gold, generated, True),
+                              **answers.parse_rule_metrics(gold, generated, spec.task, spec.labels)}
     result.update(out.extra_metrics)
     result["n_test"] = joined.height
     return joined, result

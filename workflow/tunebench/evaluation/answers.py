@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 # A word boundary that also treats '-' and apostrophes as part of a word, so "negative" is not found in
 # "non-negative" or "negatively" (and "bullish" not in "un-bullish").
 _BEFORE = r"(?<![\w'-])"
@@ -52,3 +54,69 @@ def parse_number(text: str | None) -> float | None:
     sign, digits, exponent = m.groups()
     value = float(f"{digits}e{exponent}" if exponent else digits)
     return -value if sign in ("-", "\u2212") else value
+
+
+def probabilities(log_likelihoods: np.ndarray) -> np.ndarray:
+    """Softmax over the answers: the model's distribution restricted to the label words."""
+    z = log_likelihoods - log_likelihoods.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def answer_columns(loglik_mean: np.ndarray | None, generated: list[str] | None, words: dict | None,
+                   decoding: str) -> dict:
+    """Prediction columns of a prompted or fine-tuned generative model (icl and generative fine-tuning alike).
+
+    prediction: the label with the highest length-normalised log-likelihood (score, both) or the parsed answer
+    (generate); score_<label>: the softmax over labels of those log-likelihoods; answer: the generated text;
+    generated_prediction (both): the parsed answer beside the scored prediction; unparsed (generate): the answer
+    could not be read. For regression `words` is None and answers are parsed as numbers."""
+    columns = {}
+    if loglik_mean is not None:
+        labels = list(words)
+        probs = probabilities(loglik_mean)
+        columns["prediction"] = [labels[i] for i in probs.argmax(1)]
+        columns.update({f"score_{lab}": probs[:, j] for j, lab in enumerate(labels)})
+    if generated is not None:
+        parsed = [parse_label(a, words) for a in generated] if words else [parse_number(a) for a in generated]
+        columns["answer"] = generated
+        if decoding == "generate":
+            columns.update(prediction=parsed, unparsed=[p is None for p in parsed])
+        else:
+            columns["generated_prediction"] = parsed
+    return columns
+
+
+# The three ways published evaluations score an answer that cannot be read: count it wrong (ours, and the only
+# one that cannot flatter a model), map it to the neutral class (FinGPT's benchmarks), or leave it out (PIXIU /
+# FinBen report metrics over the answers that parsed). Each is reported, so a number can be set beside a peer's.
+PARSE_RULES = ("as_neutral", "dropped")
+
+
+def neutral_label(labels: list[str]) -> str | None:
+    return next((label for label in labels if "neutral" in label.lower()), None)
+
+
+def parse_rule_metrics(gold: list, parsed: list, task: str, labels: list[str] | None) -> dict:
+    """Metrics of parsed answers (None = unparsed) under the map-to-neutral and drop rules, prefixed
+    `as_neutral_` and `dropped_` (count-as-wrong is the run's own metrics). For regression, `as_neutral` reads an
+    unparsed answer as 0 (a neutral score)."""
+    from tunebench.evaluation import metrics
+
+    kept = [(g, p) for g, p in zip(gold, parsed) if p is not None]
+    out = {"dropped_n": len(kept)}
+    if task == "classification":
+        neutral = neutral_label(labels)
+        if neutral is not None:
+            as_neutral = [neutral if p is None else p for p in parsed]
+            out.update({f"as_neutral_{k}": v for k, v in metrics.classification_scalars(gold, as_neutral, labels).items()})
+        if kept:
+            g, p = zip(*kept)
+            out.update({f"dropped_{k}": v for k, v in metrics.classification_scalars(list(g), list(p), labels).items()})
+        return out
+    as_zero = [0.0 if p is None else p for p in parsed]
+    out.update({f"as_neutral_{k}": v for k, v in metrics.regression_scalars(gold, as_zero).items()})
+    if len(kept) > 1:
+        g, p = zip(*kept)
+        out.update({f"dropped_{k}": v for k, v in metrics.regression_scalars(list(g), list(p)).items()})
+    return out

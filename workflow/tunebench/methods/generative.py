@@ -1,144 +1,166 @@
-"""Strategies `generative_lora` and `generative_qlora`: text-to-label fine-tuning of a T5-family model.
-
-The model learns to write the label word (or, for regression, the number with two decimals) after the
-zero-shot prompt, training LoRA adapters on the frozen model — in bf16/fp32 (lora) or on a 4-bit NF4 copy
-(qlora, Dettmers et al. 2023; as in Fatemi & Hu 2023). Evaluation uses the same decoding modes as `icl`:
-  score     log-likelihood of each label word, argmax (nothing unparseable),
-  generate  greedy answer + parser (unparsed answers counted wrong / charged `unparsed_penalty`),
-  both      predictions by scoring; the generated answers are kept and their metrics reported as generate_*.
-Regression always generates. Training resumes from the last checkpoint in the run folder.
+"""Strategies `generative_lora` and `generative_qlora`: instruction fine-tuning of a generative model to write the
+label (text → label word; for regression, the number with two decimals) — Fatemi & Hu's (2023) design, on
+either family of model:
+  seq2seq (T5 family)   the zero-shot prompt is the encoder input, the answer the decoder target;
+  causal (decoder-only) the zero-shot prompt (as chat turns for instruction-tuned models) followed by the answer
+                        and the end-of-turn token; the loss is on the answer tokens only.
+LoRA adapters train on the frozen model — in bf16/fp32 (lora) or on a 4-bit NF4 copy of it (qlora, Dettmers
+et al. 2023). Training is the shared Trainer recipe (tunebench.modeling.training) with the dev loss picking the
+best epoch. Evaluation is the same as icl's: label scoring, free generation + parser, or both from one pass.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
-from pathlib import Path
 
 import polars as pl
 import torch
 
 from tunebench.evaluation import answers, metrics
-from tunebench.modeling import lm, prompts
-from tunebench.methods.encoder import checkpoint_dir, last_checkpoint, use_bf16
-from tunebench.modeling.loading import count_parameters
+from tunebench.modeling import lm, loading, prompts, training
 from tunebench.runner import RunOutput, RunSpec
 
+QUANTIZED = ("generative_qlora",)
 
-def quantization_config(cfg: dict):
-    from transformers import BitsAndBytesConfig
 
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=cfg["quant_type"],
-                              bnb_4bit_use_double_quant=cfg["double_quant"],
-                              bnb_4bit_compute_dtype=getattr(torch, cfg["compute_dtype"]))
+def base_model(spec: RunSpec):
+    """The frozen pretrained model: in fp32 (lora; mixed precision comes from autocast), or with 4-bit NF4
+    linear layers (qlora) prepared for training adapters on top."""
+    from peft import prepare_model_for_kbit_training
+
+    cfg = spec.method_cfg
+    if spec.strategy not in QUANTIZED:
+        return loading.load_generative(spec.model_cfg, model_dir=spec.model_dir)
+    quantization = training.quantization_config(cfg, skip_modules=["lm_head"])
+    model = loading.load_generative(spec.model_cfg, quantization, model_dir=spec.model_dir)
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    training.one_4bit_kernel(model)
+    training.cache_dequantized_base(model, cfg["base_cache"])
+    return model
 
 
 def build_model(spec: RunSpec):
-    """The frozen base model (4-bit for qlora) with fresh LoRA adapters."""
-    from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
+    """The frozen base model with fresh LoRA adapters."""
+    from peft import LoraConfig, TaskType, get_peft_model
 
     cfg = spec.method_cfg
-    if spec.strategy == "generative_qlora":
-        model = lm.load_model(spec.model_cfg, quantization_config(cfg))
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    else:
-        model = lm.load_model(spec.model_cfg, dtype=torch.float32)   # mixed precision comes from autocast
+    model = base_model(spec)
     torch.manual_seed(spec.seed)   # the adapters' initialisation
-    lora = LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=cfg["r"], lora_alpha=cfg["alpha"],
-                      lora_dropout=cfg["dropout"], target_modules=list(cfg["target_modules"]))
+    task = TaskType.SEQ_2_SEQ_LM if spec.model_cfg["kind"] == "seq2seq" else TaskType.CAUSAL_LM
+    lora = LoraConfig(task_type=task, r=cfg["r"], lora_alpha=cfg["alpha"], lora_dropout=cfg["dropout"],
+                      target_modules=cfg["target_modules"])
     return get_peft_model(model, lora)
 
 
-def load_adapter(model_cfg: dict, adapter_dir, quantization=None):
-    """A saved adapter on its base model, ready to predict (the round trip of `save_weights`)."""
+def load_adapter(spec: RunSpec, adapter_dir):
+    """A saved adapter on its base model (prepared exactly as for training), ready to predict: the round trip
+    of `save_weights`."""
     from peft import PeftModel
 
-    base = lm.load_model(model_cfg, quantization, dtype=None if quantization else torch.float32)
-    return PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+    return PeftModel.from_pretrained(base_model(spec), str(adapter_dir)).eval()
 
 
 # --- data ---------------------------------------------------------------------------------------------------
 
 
-def examples(spec: RunSpec, split: pl.DataFrame, tokenizer, template: prompts.Template,
-             words: dict | None) -> tuple[list[str], list[str]]:
-    """(prompts cut to max_length, target answers) of a split."""
-    count = lm.token_counter(tokenizer)
-    sources = [prompts.fit_prompt(template, t, [], count, spec.model_cfg["max_length"]).text
-               for t in split["text"]]
-    if words:
-        targets = [words[label] for label in split["label"]]
-    else:
-        targets = [prompts.format_number(v) for v in split["target"]]
-    return sources, targets
+class Examples:
+    """Prompts and answers of a split as the model sees them: the zero-shot prompt (fitted to the context) and
+    the target answer (the label word, or the number written with two decimals)."""
+
+    def __init__(self, spec: RunSpec, tokenizer, fmt, words: dict | None):
+        self.spec, self.tokenizer, self.fmt, self.words = spec, tokenizer, fmt, words
+        self.kind, self.max_length = spec.model_cfg["kind"], spec.model_cfg["max_length"]
+        self.count = lambda text: len(tokenizer(text, add_special_tokens=fmt.add_special_tokens)["input_ids"])
+
+    def answers(self, split: pl.DataFrame) -> list[str]:
+        if self.words:
+            return [self.words[label] for label in split["label"]]
+        return [prompts.format_number(v) for v in split["target"]]
+
+    def prompts(self, split: pl.DataFrame, room: int = 0) -> list[prompts.FittedPrompt]:
+        limit = self.max_length - room
+        return [prompts.fit_prompt(self.fmt, text, [], self.count, limit) for text in split["text"]]
+
+    def answer_room(self) -> int:
+        """Tokens kept free after a causal prompt for the answer (the longest label, or a generated number)."""
+        if self.kind != "causal":
+            return 0
+        longest = max(len(lm.continuation_ids(self.tokenizer, self.fmt.render("x"), self.fmt.continuation(w),
+                                              self.fmt.add_special_tokens)) for w in self.words.values()) \
+            if self.words else 0
+        return max(longest, self.spec.method_cfg["max_new_tokens"]) + 1
+
+    def training_set(self, split: pl.DataFrame):
+        """input_ids / labels: a seq2seq model reads the prompt and learns the answer as its decoder target; a
+        causal model reads prompt + answer + end-of-turn and learns only the answer tokens (-100 elsewhere)."""
+        from datasets import Dataset
+
+        sources = [f.text for f in self.prompts(split, self.answer_room())]
+        targets = self.answers(split)
+        if self.kind == "seq2seq":
+            enc = self.tokenizer(sources, truncation=True, max_length=self.max_length)
+            enc["labels"] = self.tokenizer(text_target=targets, truncation=True, max_length=self.max_length)["input_ids"]
+            return Dataset.from_dict(dict(enc))
+        rows = {"input_ids": [], "attention_mask": [], "labels": []}
+        for source, target in zip(sources, targets):
+            prompt_ids = self.tokenizer(source, add_special_tokens=self.fmt.add_special_tokens)["input_ids"]
+            answer = self.answer_tokens(source, target)
+            rows["input_ids"].append(prompt_ids + answer)
+            rows["attention_mask"].append([1] * (len(prompt_ids) + len(answer)))
+            rows["labels"].append([-100] * len(prompt_ids) + answer)
+        return Dataset.from_dict(rows)
+
+    def answer_tokens(self, source: str, target: str) -> list[int]:
+        """The answer's tokens after its prompt, ending with the end-of-turn (chat) or end-of-sequence token,
+        so that the fine-tuned model learns to stop."""
+        ids = lm.continuation_ids(self.tokenizer, source, self.fmt.continuation(target), self.fmt.add_special_tokens)
+        eos = self.tokenizer.eos_token_id
+        return ids + [eos] if eos is not None and eos not in ids else ids
 
 
-def training_set(tokenizer, sources: list[str], targets: list[str], max_length: int):
-    from datasets import Dataset
-
-    enc = tokenizer(sources, truncation=True, max_length=max_length)
-    enc["labels"] = tokenizer(text_target=targets, truncation=True, max_length=max_length)["input_ids"]
-    return Dataset.from_dict(dict(enc))
+# --- the run ------------------------------------------------------------------------------------------------
 
 
-def train(spec: RunSpec, model, tokenizer, dataset):
-    """Trainer with warmup + linear decay, dynamic padding, resume. Returns (trainer, seconds)."""
-    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+def collator(tokenizer, model):
+    """Right-padded batches for training (positions count from the first token); -100 pads the labels."""
+    from transformers import DataCollatorForSeq2Seq
 
+    tokenizer.padding_side = "right"
+    return DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100)
+
+
+def train_model(spec: RunSpec, model, tokenizer, train, dev, checkpoints: str = "checkpoints"):
+    """The shared Trainer recipe; the dev loss (teacher-forced answers) picks the best epoch and stops early.
+    Returns (trainer, train seconds, the checkpoint it resumed from or None)."""
+    return training.fit(model, train, dev, spec, collator(tokenizer, model), metric="loss", greater=False,
+                        checkpoints=checkpoints)
+
+
+def evaluate(spec: RunSpec, model, tokenizer, examples: Examples, rows: pl.DataFrame, decoding: str):
+    """Score and/or generate the answers of `rows` as icl does (one pass; length-normalised label scores)."""
     cfg = spec.method_cfg
-    out = checkpoint_dir(spec)
-    args = TrainingArguments(
-        output_dir=str(out), per_device_train_batch_size=cfg["batch_size"], learning_rate=cfg["learning_rate"],
-        num_train_epochs=cfg["epochs"], warmup_steps=cfg["warmup_ratio"],   # float < 1: a fraction of steps
-        weight_decay=cfg["weight_decay"], lr_scheduler_type="linear", save_strategy="epoch", save_total_limit=1,
-        bf16=use_bf16(cfg["precision"]), use_cpu=not torch.cuda.is_available(), seed=spec.seed,
-        data_seed=spec.seed, logging_steps=cfg["logging_steps"], report_to="none", dataloader_num_workers=0)
-    trainer = Trainer(model=model, args=args, train_dataset=dataset,
-                      data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100))
-    resume = last_checkpoint(out)
-    if resume:
-        print(f"resuming from {resume}")
-    t0 = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume)
-    return trainer, time.perf_counter() - t0
+    answer_ids = lm.answer_token_ids(tokenizer, examples.fmt, examples.kind, examples.words)
+    texts = [f.text for f in examples.prompts(rows, examples.answer_room())]
+    precision = training.resolve_precision(cfg["precision"])
+    model.eval()
+    with lm.inference_autocast(precision):
+        result = lm.answer_prompts(model, tokenizer, texts, answer_ids if decoding != "generate" else None,
+                                   cfg["max_new_tokens"] if decoding != "score" else 0, cfg["eval_batch_size"],
+                                   examples.fmt.add_special_tokens)
+    return answers.answer_columns(result.loglik_mean, result.generated, examples.words, decoding), result
 
 
-# --- evaluation ---------------------------------------------------------------------------------------------
-
-
-def predict(spec: RunSpec, model, tokenizer, sources: list[str], words: dict | None) -> tuple[dict, dict]:
-    """(prediction columns, extra metrics) for the test prompts, by the configured decoding."""
-    cfg = spec.method_cfg
-    batch, max_length = cfg["eval_batch_size"], spec.model_cfg["max_length"]
-    decoding = cfg["decoding"] if words else "generate"
-    columns, extra = {}, {}
-    if decoding in ("score", "both"):
-        labels = list(words)
-        probs = lm.probabilities(lm.score_labels(model, tokenizer, sources, [words[x] for x in labels], batch,
-                                                 max_length))
-        columns["prediction"] = [labels[i] for i in probs.argmax(1)]
-        columns.update({f"score_{lab}": probs[:, j] for j, lab in enumerate(labels)})
-    if decoding in ("generate", "both"):
-        generated = lm.generate(model, tokenizer, sources, cfg["max_new_tokens"], batch, max_length)
-        if words:
-            parsed = [answers.parse_label(a, words) for a in generated]
-        else:
-            parsed = [answers.parse_number(a) for a in generated]
-            extra["coverage"] = sum(p is not None for p in parsed) / max(len(parsed), 1)
-        columns["answer"] = generated
-        if decoding == "generate":
-            columns.update(prediction=parsed, unparsed=[p is None for p in parsed])
-        else:
-            columns["generated_prediction"] = parsed
-    return columns, extra
-
-
-def generation_metrics(gold: list[str], parsed: list[str | None], labels: list[str]) -> dict:
-    """decoding both: how free generation fares beside label scoring (unparsed answers count wrong)."""
-    pred = ["<unparsed>" if p is None else p for p in parsed]
-    scores = metrics.classification_scalars(gold, pred, labels)
-    scores["unparseable_rate"] = sum(p is None for p in parsed) / max(len(parsed), 1)
-    return {f"generate_{k}": v for k, v in scores.items()}
+def dev_score(spec: RunSpec, model, tokenizer, examples: Examples, dev: pl.DataFrame) -> float:
+    """The dev metric of a trained model (by label scoring; by generation for regression): what picks the
+    learning rate and what the did-it-learn check compares with the trivial baseline."""
+    decoding = "score" if examples.words else "generate"
+    columns, _ = evaluate(spec, model, tokenizer, examples, dev, decoding)
+    metric = training.dev_metric(spec.task)[0]
+    if examples.words:
+        return metrics.classification_scalars(dev["label"].to_list(), columns["prediction"], spec.labels)[metric]
+    penalty = spec.method_cfg["unparsed_penalty"]
+    pred = [g - penalty if p is None else p for g, p in zip(dev["target"].to_list(), columns["prediction"])]
+    return metrics.regression_scalars(dev["target"].to_list(), pred)[metric]
 
 
 def run(spec: RunSpec) -> RunOutput:
@@ -148,45 +170,47 @@ def run(spec: RunSpec) -> RunOutput:
     torch.set_num_threads(spec.threads)
     set_seed(spec.seed)
     classification = spec.task == "classification"
+    decoding = cfg["decoding"] if classification else "generate"
     words = prompts.verbalizers(spec.labels, cfg["verbalizers"]) if classification else None
     template = prompts.Template.parse(cfg["template"], spec.task, list(words.values()) if words else None)
-    tokenizer = lm.load_tokenizer(spec.model_cfg)
+    tokenizer = loading.load_tokenizer(spec.model_cfg, spec.model_dir)
+    examples = Examples(spec, tokenizer, prompts.prompt_format(template, tokenizer, spec.model_cfg), words)
 
-    train_rows = spec.split("train")
+    train_rows, dev_rows = spec.split("train"), spec.split("dev")
     if cfg["max_train_samples"] and cfg["max_train_samples"] < train_rows.height:
         train_rows = train_rows.sample(cfg["max_train_samples"], seed=spec.seed)
-    dataset = training_set(tokenizer, *examples(spec, train_rows, tokenizer, template, words),
-                           spec.model_cfg["max_length"])
-    model = build_model(spec)
-    trainer, train_seconds = train(spec, model, tokenizer, dataset)
-    model.eval()
+    train, dev = examples.training_set(train_rows), examples.training_set(dev_rows)
 
-    test = spec.split("test")
-    sources, _ = examples(spec, test, tokenizer, template, words)
+    def train_once(trial, checkpoints):
+        model = build_model(trial)
+        return (model, *train_model(trial, model, tokenizer, train, dev, checkpoints))
+
+    def score(model, trainer):
+        return dev_score(spec, model, tokenizer, examples, dev_rows)
+
+    grid = bool(cfg.get("learning_rate_grid"))
+    (model, trainer, resumed), train_seconds, lr_scores = training.select_learning_rate(
+        spec, train_once, score if grid else None)
+
+    test = spec.test_rows()
     t0 = time.perf_counter()
-    columns, extra = predict(spec, model, tokenizer, sources, words)
+    columns, result = evaluate(spec, model, tokenizer, examples, test, decoding)
     eval_seconds = time.perf_counter() - t0
-    if "generated_prediction" in columns:
-        extra.update(generation_metrics(test["label"].to_list(), columns["generated_prediction"], spec.labels))
-
-    trainable, total = count_parameters(model)
-    train_tokens = sum(len(x) + len(y) for x, y in zip(dataset["input_ids"], dataset["labels"]))
-    epochs = float(trainer.state.epoch or 0)
-    info = {
-        "trainable_params": trainable, "total_params": total,
-        "trainable_fraction": trainable / total if total else None,
-        "train_time_s": train_seconds, "eval_time_s": eval_seconds, "epochs_run": epochs,
-        "train_rows": len(dataset), "tokens_per_s": train_tokens * epochs / train_seconds if train_seconds else None,
-        "final_train_loss": trainer.state.log_history[-1].get("train_loss") if trainer.state.log_history else None,
-        "device": str(model.device), "precision": "bf16" if trainer.args.bf16 else "fp32",
-        "quantization": f"4bit-{cfg['quant_type']}" if spec.strategy == "generative_qlora" else None,
-        "decoding": cfg["decoding"] if classification else "generate",
-    }
-    if torch.cuda.is_available():
-        info["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    train_tokens = sum(len(x) for x in train["input_ids"]) + (sum(len(y) for y in train["labels"])
+                                                              if examples.kind == "seq2seq" else 0)
+    info = training.cost_info(spec, model, trainer, train_seconds, eval_seconds, train_tokens, len(train), resumed)
+    info.update(decoding=decoding, learning_rate=trainer.args.learning_rate, template=type(examples.fmt).__name__,
+                prompt_template=template.header + template.block, tokens_run_eval=result.prompt_tokens,
+                quantization=f"4bit-{cfg['quant_type']}" if spec.strategy in QUANTIZED else None,
+                model_source=loading.model_source(spec.model_cfg, spec.model_dir))
+    if grid:
+        info["dev_metric_by_learning_rate"] = lr_scores
+    if spec.strategy in QUANTIZED:
+        info.update(linear4bit_modules=training.count_4bit_modules(model),
+                    qlora_path=training.qlora_path(model))
     if cfg["save_weights"]:
         model.save_pretrained(spec.run_dir / "adapter")   # safetensors; load with load_adapter()
-    shutil.rmtree(Path(trainer.args.output_dir), ignore_errors=True)   # checkpoints only served resuming
+    training.drop_checkpoints(spec)
     predictions = pl.DataFrame({"id": test["id"], **columns},
                                schema_overrides={"prediction": pl.String if classification else pl.Float64})
-    return RunOutput(predictions, info, extra)
+    return RunOutput(predictions, info)

