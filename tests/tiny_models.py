@@ -128,3 +128,193 @@ def tiny_sentiment_rows(task: str = "classification", n_train: int = 24, n_dev: 
             row.update({"label": label} if task == "classification" else {"target": target})
             rows.append(row)
     return rows
+
+
+# --- A tiny chat Llama as a GGUF file, for the GGUF loading path of transformers ---------------------------------
+
+# SmolLM2-Instruct's ChatML template: a default system turn when the conversation has none, one
+# `<|im_start|>role\n...<|im_end|>\n` block per message, and `add_generation_prompt` opening the assistant turn.
+CHATML = (
+    "{% for message in messages %}"
+    "{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}"
+    "{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+# Ids 0, 1, 2 as in SmolLM2: unk, bos and eos (which is also pad) of the instruct model.
+CHATML_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+def train_chatml_tokenizer(corpus, chat_template: str = CHATML, vocab_size: int = 400):
+    """A GPT-2-style byte-level BPE tokenizer (SmolLM2's kind) with the ChatML special tokens, trained on `corpus`.
+
+    The pre-tokenizer is exactly the one transformers' GGUF loader rebuilds for `tokenizer.ggml.model = gpt2`
+    (`ByteLevel(add_prefix_space=False)`, GPT-2 split regex), so the two tokenizers can be compared id for id.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=CHATML_SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(list(corpus), trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<|endoftext|>", bos_token="<|im_start|>",
+                                   eos_token="<|im_end|>", pad_token="<|im_end|>", chat_template=chat_template)
+
+
+def tiny_chat_llama(corpus=PROMPT_CORPUS, seed: int = 0, chat_template: str = CHATML, tie_embeddings: bool = True):
+    """The reference `(LlamaForCausalLM, tokenizer)` that `build_tiny_gguf` writes: shaped like build_tiny_llama,
+    with SmolLM2's rope theta, norm epsilon and tied embeddings (values that differ from LlamaConfig's defaults,
+    so a key the GGUF loader failed to read would show in the logits).
+
+    The weights are drawn with std 0.1 rather than LlamaConfig's 0.02, so attention is far from uniform and a
+    q/k permutation mistake moves the logits by about as much as they vary (at 0.02 it moved them less than
+    Q8_0 rounding does). The RMSNorm weights are drawn around 1 rather than left at 1: a norm the loader skipped
+    would otherwise be re-initialised to exactly the reference's value. Same arguments, same model and tokenizer.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = train_chatml_tokenizer(corpus, chat_template)
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         rope_theta=100000.0, rms_norm_eps=1e-5, tie_word_embeddings=tie_embeddings,
+                         initializer_range=0.1, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("norm.weight"):
+                param.add_(0.1 * torch.randn_like(param))
+    return model, tokenizer
+
+
+# transformers' Llama parameter names -> llama.cpp's (gguf-py's tensor_mapping, MODEL_ARCH.LLAMA).
+GGUF_LLAMA_NAMES = {
+    "model.embed_tokens": "token_embd",
+    "model.norm": "output_norm",
+    "lm_head": "output",
+    "input_layernorm": "attn_norm",
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "post_attention_layernorm": "ffn_norm",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+}
+
+
+def gguf_tensor_name(hf_name: str) -> str:
+    """`model.layers.1.self_attn.q_proj.weight` -> `blk.1.attn_q.weight`; `lm_head.weight` -> `output.weight`."""
+    module, suffix = hf_name.rsplit(".", 1)
+    if module.startswith("model.layers."):
+        block, leaf = module[len("model.layers."):].split(".", 1)
+        return f"blk.{block}.{GGUF_LLAMA_NAMES[leaf]}.{suffix}"
+    return f"{GGUF_LLAMA_NAMES[module]}.{suffix}"
+
+
+def permute_for_gguf(weight, n_head: int):
+    """llama.cpp's `LlamaModel.permute`, applied to q_proj (n_head = heads) and k_proj (n_head = kv heads).
+
+    HF's rotary embedding rotates the two halves of each head (`rotate_half`); ggml's rotates adjacent pairs.
+    llama.cpp's converter interleaves the rows of each head to match, and transformers' GGUF loader undoes it
+    (`LlamaTensorProcessor._reverse_permute_weights`), so an unpermuted file would load with scrambled q/k.
+    """
+    rows = weight.shape[0]
+    return weight.reshape(n_head, 2, rows // n_head // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+
+
+def write_llama_gguf(path, model, tokenizer, quantize: str = "F32") -> Path:
+    """Write a LlamaForCausalLM and its byte-level BPE tokenizer as llama.cpp's `convert_hf_to_gguf.py` would.
+
+    `quantize` is a GGML type gguf-py can quantize to with 32-wide blocks (F32, F16, Q8_0, Q4_0...); as in
+    llama.cpp, only the 2-D weights are quantized, the norms stay F32. Tied embeddings get no `output.weight`:
+    transformers reads its absence as `tie_word_embeddings=True`.
+    """
+    import json
+
+    import gguf
+    import numpy as np
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    config = model.config
+    qtype = gguf.GGMLQuantizationType[quantize]
+    file_type = gguf.LlamaFileType.ALL_F32 if quantize == "F32" else gguf.LlamaFileType[f"MOSTLY_{quantize}"]
+
+    writer = gguf.GGUFWriter(str(path), "llama")  # writes general.architecture
+    # Not "mistral": transformers loads a llama file whose name contains it as a Mistral.
+    writer.add_name("tunebench-tiny-llama")
+    writer.add_file_type(file_type)
+    if quantize not in ("F32", "F16"):
+        writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_rope_dimension_count(config.head_dim)  # transformers reads it as head_dim
+    writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_vocab_size(config.vocab_size)
+
+    # The tokenizer as llama.cpp stores a byte-level BPE: the byte-alphabet spellings in id order, the merges
+    # as "left right" strings, and the added special tokens marked CONTROL, which transformers adds back as
+    # special tokens (without that, `<|im_start|>` would be cut into bytes).
+    backend = json.loads(tokenizer.backend_tokenizer.to_str())
+    vocab = tokenizer.backend_tokenizer.get_vocab(with_added_tokens=True)
+    tokens = [token for token, _ in sorted(vocab.items(), key=lambda item: item[1])]
+    special = {token.content for token in tokenizer.backend_tokenizer.get_added_tokens_decoder().values()
+               if token.special}
+    merges = [merge if isinstance(merge, str) else " ".join(merge) for merge in backend["model"]["merges"]]
+    writer.add_tokenizer_model("gpt2")
+    # transformers splits text with GPT-2's regex for any `pre` outside its table (llama3, qwen2...): as trained.
+    writer.add_tokenizer_pre("gpt2")
+    writer.add_token_list(tokens)
+    writer.add_token_types([gguf.TokenType.CONTROL if token in special else gguf.TokenType.NORMAL
+                            for token in tokens])
+    writer.add_token_merges(merges)
+    writer.add_bos_token_id(tokenizer.bos_token_id)
+    writer.add_eos_token_id(tokenizer.eos_token_id)
+    writer.add_pad_token_id(tokenizer.pad_token_id)
+    writer.add_unk_token_id(tokenizer.unk_token_id)
+    writer.add_add_bos_token(False)  # SmolLM2 adds no BOS: the chat template opens every turn itself
+    writer.add_chat_template(tokenizer.chat_template)
+
+    for name, tensor in model.state_dict().items():
+        if name == "lm_head.weight" and config.tie_word_embeddings:
+            continue
+        data = tensor.detach().float().numpy()
+        if name.endswith("self_attn.q_proj.weight"):
+            data = permute_for_gguf(data, config.num_attention_heads)
+        elif name.endswith("self_attn.k_proj.weight"):
+            data = permute_for_gguf(data, config.num_key_value_heads)
+        if data.ndim == 1 or qtype == gguf.GGMLQuantizationType.F32:
+            writer.add_tensor(gguf_tensor_name(name), np.ascontiguousarray(data, dtype=np.float32))
+        else:
+            writer.add_tensor(gguf_tensor_name(name), gguf.quants.quantize(data, qtype), raw_dtype=qtype)
+
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def build_tiny_gguf(path: Path, corpus=PROMPT_CORPUS, seed: int = 0, chat_template: str = CHATML,
+                    quantize: str = "F32", tie_embeddings: bool = True) -> Path:
+    """The tiny chat Llama of `tiny_chat_llama` (same arguments, same weights) written as one GGUF file at `path`.
+
+    Load it with `from_pretrained(path.parent, gguf_file=path.name)`; compare with `tiny_chat_llama(...)`.
+    """
+    model, tokenizer = tiny_chat_llama(corpus, seed, chat_template, tie_embeddings)
+    return write_llama_gguf(path, model, tokenizer, quantize)
