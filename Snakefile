@@ -14,6 +14,7 @@ if not config:
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/models.smk"
 include: "workflow/rules/runs.smk"
 include: "workflow/rules/report.smk"
 

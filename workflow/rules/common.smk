@@ -8,6 +8,7 @@ from snakemake.exceptions import WorkflowError
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 import tunebench  # noqa: E402
 import tunebench.data.loaders  # noqa: E402
+import tunebench.modeling.sources  # noqa: E402
 from tunebench import config as tbconfig  # noqa: E402
 from tunebench import families  # noqa: E402
 
@@ -19,6 +20,8 @@ config.clear()
 config.update(_resolved)
 
 RUNS = tbconfig.runs(config)
+# Models loaded from a GGUF file: converted once by rule import_model.
+GGUF_MODELS = [name for name, model in config["models"].items() if model.get("gguf_file")]
 NONE_MODEL = tbconfig.NO_MODEL
 
 
@@ -98,6 +101,8 @@ def run_inputs(wc):
             inputs["lexicon"] = LM_LEXICON
         else:
             raise WorkflowError(f"unknown input kind '{kind}' in tunebench.families")
+    if wc.model in GGUF_MODELS:
+        inputs["model_dir"] = f"results/models/{wc.model}"
     if method.get("selection") == "similar" and method.get("retriever"):
         inputs["embeddings"] = features_file(wc.dataset, method["retriever"], "mean")
     return inputs

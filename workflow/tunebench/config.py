@@ -16,6 +16,8 @@ import jsonschema
 import yaml
 
 from tunebench import families
+from tunebench.evaluation import answers
+from tunebench.modeling import sources
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 
@@ -153,9 +155,17 @@ def _check_semantics(config: dict, source: str) -> None:
         path = model["path"]
         if model["kind"] != "api" and _looks_local(path) and not Path(path).exists():
             raise ConfigError(f"{where}.path': model folder '{path}' does not exist")
+        if model.get("gguf_file"):
+            if model["kind"] not in ("causal", "seq2seq"):
+                raise ConfigError(f"{where}.gguf_file': GGUF checkpoints are generative models (kind causal)")
+            try:
+                sources.check_gguf(model, where)
+            except sources.ModelError as e:
+                raise ConfigError(f"{source}: {e}") from None
         if model["kind"] == "api" and "base_url" not in model:
             raise ConfigError(f"{where}.base_url': an api model needs the endpoint's base URL")
     for name, method in methods.items():
+        _check_verbalizers(method, f"{source}: config key 'methods.{name}")
         if method["strategy"] != "icl":
             continue
         where = f"{source}: config key 'methods.{name}"
@@ -194,6 +204,17 @@ def _check_semantics(config: dict, source: str) -> None:
                 if task not in families.family_of(strategy).tasks:
                     raise ConfigError(f"{where}': method '{meth}' ({strategy}) is not for {task}, "
                                       f"but dataset '{ds}' is {task}")
+
+
+def _check_verbalizers(method: dict, where: str) -> None:
+    """Every answer word must be one the answer parser can read back as its label, or generated answers of that
+    label would always count as unparsed."""
+    for label, word in method.get("verbalizers", {}).items():
+        others = {lab: w for lab, w in method["verbalizers"].items()}
+        if not word.strip() or answers.parse_label(word, others) != label:
+            raise ConfigError(f"{where}.verbalizers.{label}': the answer word {word!r} can never be read back "
+                              f"as '{label}' by the answer parser (it needs a word of letters or digits that no "
+                              f"other label's word contains)")
 
 
 def check_against_training_split(method: str, method_cfg: dict, dataset: str, train_labels: list) -> None:

@@ -31,6 +31,14 @@ def encode_features(inp, out, params, wildcards, threads):
     encode(inp.shards, params.model_cfg, wildcards.pooling, out.features, threads=threads)
 
 
+def import_model(inp, out, params, wildcards, threads):
+    from tunebench.modeling.loading import convert_gguf
+
+    info = convert_gguf(params.model_cfg, out.model_dir, where=f"config key 'models.{wildcards.model}")
+    print(f"converted {info['gguf_file']} ({info['parameters']:,} parameters, sha256 {info['sha256']}) "
+          f"in {info['seconds']:.1f} s")
+
+
 def run_method(inp, out, params, wildcards, threads):
     from tunebench.runner import RunSpec, execute
 
@@ -41,6 +49,7 @@ def run_method(inp, out, params, wildcards, threads):
         table_path=inp.table, run_dir=Path(out.metrics).parent, threads=threads,
         tokenized_dir=getattr(inp, "tokenized", None), features_path=getattr(inp, "features", None),
         embeddings_path=getattr(inp, "embeddings", None), lexicon_path=getattr(inp, "lexicon", None),
+        model_dir=getattr(inp, "model_dir", None),
         extra={"retriever_cfg": p.get("retriever_cfg"), "api_cache_dir": p.get("api_cache")},
     )
     execute(spec, out.predictions, out.metrics)
@@ -59,7 +68,7 @@ def report(inp, out, params, wildcards, threads):
     build_report(inp.runs, inp.summary, inp.comparisons, inp.anchors, out.markdown, out.html, **params.settings)
 
 
-JOBS = {"prepare": prepare, "tokenize": tokenize, "encode_features": encode_features,
+JOBS = {"prepare": prepare, "tokenize": tokenize, "encode_features": encode_features, "import_model": import_model,
         "aggregate": aggregate, "report": report}
 
 

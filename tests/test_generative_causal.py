@@ -1,0 +1,132 @@
+"""A generative instruct model from a GGUF file, end to end on a tiny ChatML Llama: conversion (what rule
+import_model does), prompts as chat turns, in-context learning, and causal LoRA / QLoRA instruction tuning."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from conftest import gguf_model_cfg
+from tunebench import config as tbconfig
+from tunebench import files, runner
+from tunebench.methods import generative
+from tunebench.modeling import loading, prompts, training
+
+LABELS = ["negative", "neutral", "positive"]
+
+
+def chat_spec(make_spec, tiny_gguf, tiny_chat_dir, method, task="classification"):
+    spec = make_spec(gguf_model_cfg(tiny_gguf), method, task=task)
+    spec.model_dir = str(tiny_chat_dir)
+    return spec
+
+
+def test_conversion_keeps_the_model_and_records_the_file(tiny_gguf, tiny_chat_dir):
+    source = json.loads((tiny_chat_dir / "source.json").read_text())
+    assert source["sha256"] == files.sha256(tiny_gguf) and source["architecture"] == "llama"
+    cfg = gguf_model_cfg(tiny_gguf)
+    direct, converted = loading.load_generative(cfg), loading.load_generative(cfg, model_dir=tiny_chat_dir)
+    ids = torch.tensor([[1, 20, 30, 40, 2]])
+    with torch.no_grad():
+        assert torch.equal(direct(ids).logits, converted(ids).logits)
+    tokenizer = loading.load_tokenizer(cfg, tiny_chat_dir)
+    assert tokenizer.chat_template and tokenizer.padding_side == "left"
+    assert loading.model_source(cfg, tiny_chat_dir)["sha256"] == source["sha256"]
+
+
+def test_a_pinned_sha256_that_differs_stops_the_conversion(tiny_gguf, tmp_path):
+    cfg = gguf_model_cfg(tiny_gguf, sha256="0" * 64)
+    with pytest.raises(loading.ModelError, match=r"models\.m\.sha256'.*expects 0000"):
+        loading.convert_gguf(cfg, tmp_path / "out", where="config key 'models.m")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.bad_input
+def test_a_missing_or_damaged_gguf_file_is_a_config_error(tiny_gguf, tmp_path):
+    def validate(model):
+        return tbconfig.validate({"datasets": {"d": {"loader": "table", "path": "t.csv", "task": "regression",
+                                                     "columns": {"target": "y"}}},
+                                  "models": {"llm": model}, "methods": {"icl": {"strategy": "icl"}},
+                                  "study": [{"datasets": ["d"], "models": ["llm"], "methods": ["icl"]}]})
+
+    with pytest.raises(tbconfig.ConfigError, match=r"models\.llm\.gguf_file'.*does not exist"):
+        validate(gguf_model_cfg(tmp_path / "nope.gguf"))
+    damaged = tmp_path / "damaged.gguf"
+    damaged.write_bytes(b"<html>not found</html>")
+    with pytest.raises(tbconfig.ConfigError, match=r"models\.llm\.gguf_file'.*not a GGUF file"):
+        validate(gguf_model_cfg(damaged))
+    validate(gguf_model_cfg(tiny_gguf))
+
+
+@pytest.mark.bad_input
+def test_an_answer_word_the_parser_cannot_read_back_is_a_config_error():
+    config = {"datasets": {"d": {"loader": "table", "path": "t.csv", "task": "classification",
+                                 "labels": LABELS, "columns": {"label": "y"}}},
+              "models": {"t5": {"kind": "seq2seq", "path": "google/flan-t5-base"}},
+              "methods": {"icl": {"strategy": "icl", "verbalizers": {"negative": "up", "positive": "up up"}}},
+              "study": [{"datasets": ["d"], "models": ["t5"], "methods": ["icl"]}]}
+    with pytest.raises(tbconfig.ConfigError, match=r"methods\.icl\.verbalizers\.positive'.*never be read back"):
+        tbconfig.validate(config)
+
+
+def test_chat_prompts_are_the_turns_the_model_was_trained_on(tiny_gguf, tiny_chat_dir):
+    tokenizer = loading.load_tokenizer(gguf_model_cfg(tiny_gguf), tiny_chat_dir)
+    template = prompts.Template.parse(None, "classification", LABELS)
+    fmt = prompts.prompt_format(template, tokenizer, gguf_model_cfg(tiny_gguf))
+    assert isinstance(fmt, prompts.ChatPrompt)
+    text = fmt.render("profits rose", [("shares fell", "negative")])
+    assert text == ("<|im_start|>system\nClassify the sentiment of the financial text as negative, neutral or "
+                    "positive. Answer with one word.<|im_end|>\n"
+                    "<|im_start|>user\nText: shares fell\nAnswer:<|im_end|>\n"
+                    "<|im_start|>assistant\nnegative<|im_end|>\n"
+                    "<|im_start|>user\nText: profits rose\nAnswer:<|im_end|>\n<|im_start|>assistant\n")
+    assert prompts.prompt_format(template, tokenizer, gguf_model_cfg(tiny_gguf, chat_template=False)) is template
+
+
+@pytest.mark.parametrize("selection", ["random", "balanced"])
+def test_icl_with_a_chat_model_shares_the_demonstrations_prefix(selection, make_spec, tiny_gguf, tiny_chat_dir,
+                                                                tmp_path):
+    spec = chat_spec(make_spec, tiny_gguf, tiny_chat_dir, {"strategy": "icl", "k": 3, "selection": selection})
+    record = runner.execute(spec, tmp_path / "p.parquet", tmp_path / "m.json")
+    cost = record["cost"]
+    assert cost["template"] == "chat" and cost["decoding"] == "both"
+    assert cost["shared_prefix_tokens"] > 30 and cost["tokens_run"] < cost["prompt_tokens_total"]
+    assert record["metrics"]["generate"]["unparseable_rate"] is not None
+    preds = pl.read_parquet(tmp_path / "p.parquet")
+    assert preds["n_demonstrations"].to_list() == [3] * preds.height
+
+
+@pytest.mark.parametrize("strategy", ["generative_lora", "generative_qlora"])
+def test_causal_instruction_tuning_learns_the_label_words(strategy, make_spec, tiny_gguf, tiny_chat_dir, tmp_path):
+    method = {"strategy": strategy, "epochs": 10, "batch_size": 8, "learning_rate": 3e-2, "logging_steps": 1,
+              "precision": "fp32", "early_stopping_patience": None, "r": 8}
+    spec = chat_spec(make_spec, tiny_gguf, tiny_chat_dir, method)
+    record = runner.execute(spec, tmp_path / "p.parquet", tmp_path / "m.json")
+    losses = record["cost"]["train_losses"]
+    assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3]), losses
+    if strategy == "generative_qlora":
+        assert record["cost"]["linear4bit_modules"] == 2 * 7   # every linear layer of both blocks is 4-bit
+    assert record["cost"]["model_source"]["sha256"] == files.sha256(tiny_gguf)
+    # It learned the label words: scored, and as the first word it writes (a tiny model this short-trained has
+    # not yet learned to stop, so its answers run on).
+    assert record["metrics"]["accuracy"] >= 2 / 3
+    preds = pl.read_parquet(tmp_path / "p.parquet")
+    assert np.mean([a.startswith(g) for a, g in zip(preds["answer"], preds["gold"])]) >= 2 / 3
+
+
+def test_causal_training_examples_supervise_the_answer_and_the_end_of_turn_only(make_spec, tiny_gguf, tiny_chat_dir):
+    spec = chat_spec(make_spec, tiny_gguf, tiny_chat_dir, {"strategy": "generative_lora"})
+    tokenizer = loading.load_tokenizer(spec.model_cfg, spec.model_dir)
+    template = prompts.Template.parse(None, "classification", LABELS)
+    words = prompts.verbalizers(LABELS)
+    examples = generative.Examples(spec, tokenizer, prompts.prompt_format(template, tokenizer, spec.model_cfg), words)
+    train = spec.split("train")
+    data = examples.training_set(train)
+    for row, label in zip(data, train["label"]):
+        supervised = [t for t in row["labels"] if t != -100]
+        assert tokenizer.decode(supervised) == label + "<|im_end|>"
+        assert row["labels"][:len(row["input_ids"]) - len(supervised)] == [-100] * (len(row["input_ids"]) - len(supervised))
