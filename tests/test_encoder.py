@@ -17,7 +17,7 @@ import torch
 
 from tiny_models import build_tiny_bert
 from tunebench import config as tbconfig
-from tunebench.methods.encoder import FeatureHead, build_model, encoder_layers, feature_splits
+from tunebench.methods.encoder import build_model, encoder_layers, feature_splits
 from tunebench.modeling.training import load_trainable, save_trainable
 from tunebench.modeling.features import encode_features
 from tunebench.runner import RunSpec, execute
@@ -116,7 +116,7 @@ def test_cls_pooling_trains_the_pooler_with_adapters(workspace):
 
 
 @pytest.mark.parametrize("task", ["classification", "regression"])
-@pytest.mark.parametrize("strategy", ["head", "top_k", "full", "lora", "qlora"])
+@pytest.mark.parametrize("strategy", ["top_k", "full", "lora", "qlora"])
 def test_training_lowers_the_loss_and_scores(workspace, strategy, task, tmp_path):
     spec = make_spec(workspace, strategy, task, run_dir=tmp_path / "run", k=1, logging_steps=1)
     record = execute(spec, tmp_path / "predictions.parquet", tmp_path / "metrics.json")
@@ -143,10 +143,11 @@ def test_save_then_load_gives_identical_predictions(workspace, tmp_path):
     np.testing.assert_allclose(probs, first.select([f"score_{lab}" for lab in LABELS]).to_numpy(), atol=1e-5)
 
 
-def test_cached_head_agrees_with_head_through_frozen_encoder(workspace):
-    """Training the head on cached features = training it on the frozen encoder's output (eval mode)."""
+def test_cached_features_are_the_frozen_encoders_output(workspace):
+    """The head's cached features = the frozen encoder's pooled output (eval mode), so fitting the head on the
+    cache is fitting it on the encoder."""
     spec = make_spec(workspace, "head")
-    data, _, cache = feature_splits(spec)
+    data, _, _ = feature_splits(spec)
     model = build_model(make_spec(workspace, "full")).eval()
     from tunebench.modeling.loading import load_tokenizer, pool
 
@@ -155,20 +156,19 @@ def test_cached_head_agrees_with_head_through_frozen_encoder(workspace):
     with torch.inference_mode():
         hidden = model.encoder(**batch).last_hidden_state
         live = pool(hidden, batch["attention_mask"], "mean").numpy()
-    np.testing.assert_allclose(np.asarray(data["train"]["features"], dtype=np.float32), live, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(data["train"][0], dtype=np.float32), live, atol=1e-5)
 
-    def train(features):
-        torch.manual_seed(0)
-        head = FeatureHead(features.shape[1], 3, dropout=0.0)
-        opt = torch.optim.AdamW(head.parameters(), lr=1e-2)
-        x, y = torch.as_tensor(features), torch.as_tensor(data["train"]["labels"])
-        for _ in range(50):
-            opt.zero_grad()
-            head(x, y)["loss"].backward()
-            opt.step()
-        return head.classifier.weight.detach().numpy()
 
-    np.testing.assert_allclose(train(np.asarray(data["train"]["features"], dtype=np.float32)), train(live), atol=1e-4)
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_the_head_is_fitted_to_convergence_with_its_penalty_chosen_on_dev(workspace, task, tmp_path):
+    spec = make_spec(workspace, "head", task, run_dir=tmp_path / "run")
+    record = execute(spec, tmp_path / "p.parquet", tmp_path / "m.json")
+    grid = spec.method_cfg["C_grid" if task == "classification" else "alpha_grid"]
+    assert list(record["cost"]["selected"].values())[0] in grid
+    if task == "classification":   # the planted words separate the classes: a converged head finds them
+        assert record["metrics"]["accuracy"] > 0.8
+    else:
+        assert record["metrics"]["r2"] > 0.5
 
 
 RESUME_SCRIPT = """
@@ -211,14 +211,31 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(workspace, tmp_path
     assert pl.read_parquet(tmp_path / "k.parquet").equals(pl.read_parquet(tmp_path / "straight.parquet"))
 
 
-@pytest.mark.parametrize("strategy", ["head", "lora"])
+@pytest.mark.parametrize("strategy", ["lora", "full"])
 def test_learning_rate_grid_keeps_the_best_on_dev(workspace, strategy, tmp_path):
-    spec = make_spec(workspace, strategy, run_dir=tmp_path / "run", learning_rate_grid=[1e-7, 5e-2], epochs=2)
+    spec = make_spec(workspace, strategy, run_dir=tmp_path / "run", learning_rate_grid=[5e-2, 1e-7, 1e-3],
+                     epochs=4, trial_fraction=0.5)
     record = execute(spec, tmp_path / "p.parquet", tmp_path / "m.json")
-    scores = record["cost"]["dev_metric_by_learning_rate"]
-    assert set(scores) == {"1e-07", "0.05"}
-    assert f"{record['cost']['learning_rate']:g}" == max(scores, key=scores.get)
-    assert not (spec.run_dir / "checkpoints").exists()
+    selection = record["cost"]["selection"]
+    scores = selection["dev_by_learning_rate"]
+    assert selection["grid"] == [1e-7, 1e-3, 5e-2] and set(scores) == {"1e-07", "0.001", "0.05"}
+    assert f"{selection['chosen']:g}" == max(scores, key=scores.get) and record["cost"]["learning_rate"] == selection["chosen"]
+    assert scores["1e-07"] < max(scores.values())        # a learning rate that cannot learn loses on dev
+    assert selection["on_edge"] == (selection["chosen"] != 1e-3)
+    assert not list(spec.run_dir.glob("trial-*")) and not (spec.run_dir / "checkpoints").exists()
+
+
+def test_a_selection_file_fixes_the_learning_rate_of_every_seed(workspace, tmp_path):
+    from tunebench.runner import select
+
+    spec = make_spec(workspace, "lora", run_dir=tmp_path / "sel", learning_rate_grid=[1e-7, 1e-2], epochs=2)
+    selection = select(spec)
+    assert selection["chosen"] == 1e-2 and selection["selection_time_s"] > 0 and not spec.run_dir.exists()
+    (tmp_path / "selection.json").write_text(json.dumps({**selection, "chosen": 1e-7}))
+    run = make_spec(workspace, "lora", run_dir=tmp_path / "run", learning_rate_grid=[1e-7, 1e-2], epochs=2)
+    run.selection_path = str(tmp_path / "selection.json")
+    record = execute(run, tmp_path / "p.parquet", tmp_path / "m.json")
+    assert record["cost"]["learning_rate"] == 1e-7 and record["cost"]["selection"]["chosen"] == 1e-7
 
 
 def test_min_steps_raises_epochs_only_on_small_training_sets(workspace):

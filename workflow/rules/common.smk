@@ -103,9 +103,29 @@ def run_inputs(wc):
             raise WorkflowError(f"unknown input kind '{kind}' in tunebench.families")
     if wc.model in GGUF_MODELS:
         inputs["model_dir"] = f"results/models/{wc.model}"
+    if tuned(method):
+        inputs["selection"] = f"results/selection/{wc.dataset}/{wc.model}/{wc.method}.json"
     if method.get("selection") == "similar" and method.get("retriever"):
         inputs["embeddings"] = features_file(wc.dataset, method["retriever"], "mean")
     return inputs
+
+
+def tuned(method) -> bool:
+    """A trained method whose learning rate is chosen on dev (rule tune_<family>)."""
+    return bool(method.get("learning_rate_grid")) and families.family_of(method["strategy"]).trains
+
+
+def selection_inputs(wc):
+    """A selection reads what the method's runs read (but not the selection itself)."""
+    inputs = run_inputs(wc)
+    inputs.pop("selection", None)
+    return inputs
+
+
+def selection_params(wc):
+    """The run settings of the trials: those of the method's first seed."""
+    seeds = sorted(r.seed for r in RUNS if (r.dataset, r.model, r.method) == (wc.dataset, wc.model, wc.method))
+    return run_params(wc) | {"seed": seeds[0] if seeds else 0}
 
 
 def run_params(wc):

@@ -25,3 +25,30 @@ for _family in families.families():
             f"../../envs/{_family.env}.yaml"
         script:
             "../scripts/tunebench_job.py"
+
+
+# Methods with a learning_rate_grid: the rate is chosen on dev once per (dataset, model, method) by short
+# trials, and every seed's run trains at it (tunebench.modeling.training.select_learning_rate).
+for _family in families.families():
+    if not _family.trains:
+        continue
+
+    rule:
+        name:
+            f"tune_{_family.name}"
+        input:
+            unpack(selection_inputs),
+        output:
+            selection="results/selection/{dataset}/{model}/{method}.json",
+        params:
+            run=selection_params,
+            version=tunebench.__version__,
+        wildcard_constraints:
+            method=_alternatives(methods_of(_family)),
+        threads: _family.threads
+        log:
+            f"logs/tune_{_family.name}/{{dataset}}/{{model}}/{{method}}.log",
+        conda:
+            f"../../envs/{_family.env}.yaml"
+        script:
+            "../scripts/tunebench_job.py"

@@ -7,7 +7,8 @@ they read besides the prepared table. Adding a strategy to a family is its entry
 family's module; a new family is one more `Family` (and a `$defs` block for its keys).
 
 How a run travels: rule (runs.smk, one per family) → `jobs.run_method` → `runner.execute` →
-`Family.run_function()` → `<module>.run(spec)`. Modules are imported only when a run needs them, so a baseline
+`Family.load("run")` → `<module>.run(spec)`; a learning-rate selection: rule tune_<family> →
+`jobs.select_learning_rate` → `runner.select` → `<module>.select(spec)`. Modules are imported only when a run needs them, so a baseline
 never pays torch's import time.
 
 Inputs a strategy can name (resolved to files by workflow/rules/common.smk):
@@ -41,13 +42,14 @@ class Family:
     model_kinds: frozenset[str] = frozenset()   # empty: the methods use no pretrained model
     inputs: dict[str, tuple[str, ...]] = field(default_factory=dict)   # strategy or "*" → input kinds
     tasks: frozenset[str] = TASKS
-    trains: bool = False                # fits parameters by gradient descent (learning rates, budgets, guards)
+    trains: bool = False                # gradient training: its module also has select(spec) (rule tune_<name>)
 
     def inputs_of(self, strategy: str) -> tuple[str, ...]:
         return self.inputs.get(strategy, self.inputs.get("*", ()))
 
-    def run_function(self):
-        return importlib.import_module(self.module).run
+    def load(self, function: str = "run"):
+        """The family module's `run(spec)` (or, for trained families, `select(spec)`), imported on first use."""
+        return getattr(importlib.import_module(self.module), function)
 
 
 FAMILIES: tuple[Family, ...] = (

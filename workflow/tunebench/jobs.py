@@ -39,20 +39,35 @@ def import_model(inp, out, params, wildcards, threads):
           f"in {info['seconds']:.1f} s")
 
 
-def run_method(inp, out, params, wildcards, threads):
-    from tunebench.runner import RunSpec, execute
+def run_spec(inp, params, wildcards, threads, run_dir, seed: int):
+    from tunebench.runner import RunSpec
 
     p = dict(params.run)
-    spec = RunSpec(
-        dataset=wildcards.dataset, model=wildcards.model, method=wildcards.method, seed=int(wildcards.seed),
+    return RunSpec(
+        dataset=wildcards.dataset, model=wildcards.model, method=wildcards.method, seed=seed,
         dataset_cfg=p["dataset_cfg"], model_cfg=p["model_cfg"], method_cfg=p["method_cfg"],
-        table_path=inp.table, run_dir=Path(out.metrics).parent, threads=threads,
+        table_path=inp.table, run_dir=Path(run_dir), threads=threads,
         tokenized_dir=getattr(inp, "tokenized", None), features_path=getattr(inp, "features", None),
         embeddings_path=getattr(inp, "embeddings", None), lexicon_path=getattr(inp, "lexicon", None),
-        model_dir=getattr(inp, "model_dir", None),
+        model_dir=getattr(inp, "model_dir", None), selection_path=getattr(inp, "selection", None),
         extra={"retriever_cfg": p.get("retriever_cfg"), "api_cache_dir": p.get("api_cache")},
     )
+
+
+def run_method(inp, out, params, wildcards, threads):
+    from tunebench.runner import execute
+
+    spec = run_spec(inp, params, wildcards, threads, Path(out.metrics).parent, int(wildcards.seed))
     execute(spec, out.predictions, out.metrics)
+
+
+def select_learning_rate(inp, out, params, wildcards, threads):
+    from tunebench import files
+    from tunebench.runner import select
+
+    out_dir = Path(out.selection).with_suffix("")   # the trials' scratch folder, removed when they are done
+    spec = run_spec(inp, params, wildcards, threads, out_dir, int(params.run["seed"]))
+    files.write_json(out.selection, select(spec))
 
 
 def aggregate(inp, out, params, wildcards, threads):
@@ -73,10 +88,15 @@ JOBS = {"prepare": prepare, "tokenize": tokenize, "encode_features": encode_feat
 
 
 def job_function(rule: str):
-    """The function of a rule: a method family's rule runs a method, the others are named in JOBS."""
+    """The function of a rule: a method family's rule runs a method, its tune_ rule selects the learning
+    rate, the others are named in JOBS."""
     from tunebench import families
 
-    return run_method if families.by_rule(rule) else JOBS[rule]
+    if families.by_rule(rule):
+        return run_method
+    if rule.startswith("tune_"):
+        return select_learning_rate
+    return JOBS[rule]
 
 
 def set_threads(threads: int) -> None:

@@ -37,6 +37,7 @@ class RunSpec:
     embeddings_path: str | None = None   # icl with similar demonstrations: cached sentence embeddings
     lexicon_path: str | None = None      # lm_dictionary: the Loughran-McDonald word list
     model_dir: str | None = None         # a GGUF model entry: its converted safetensors folder (rule import_model)
+    selection_path: str | None = None    # a method with a learning_rate_grid: its selection (rule select_learning_rate)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -142,7 +143,7 @@ def execute(spec: RunSpec, predictions_path, metrics_path) -> dict:
                                  spec.split("train")[spec.target_column].to_list())
     family = families.family_of(spec.strategy)
     spec.run_dir.mkdir(parents=True, exist_ok=True)
-    out = family.run_function()(spec)
+    out = family.load("run")(spec)
     joined, test_metrics = score(spec, out)
     record = {
         "dataset": spec.dataset, "model": spec.model, "method": spec.method, "seed": spec.seed,
@@ -162,3 +163,16 @@ def execute(spec: RunSpec, predictions_path, metrics_path) -> dict:
 def peak_rss_mb() -> float:
     """Peak resident memory of this process (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def select(spec: RunSpec) -> dict:
+    """The learning-rate selection of a trained method (its family module's `select`), with when it ran."""
+    import shutil
+
+    started = datetime.now(timezone.utc)
+    check_against_training_split(spec.method, spec.method_cfg, spec.dataset,
+                                 spec.split("train")[spec.target_column].to_list())
+    spec.run_dir.mkdir(parents=True, exist_ok=True)
+    selection = families.family_of(spec.strategy).load("select")(spec)
+    shutil.rmtree(spec.run_dir, ignore_errors=True)
+    return {**selection, "started": started.isoformat(), "ended": datetime.now(timezone.utc).isoformat()}

@@ -1,7 +1,7 @@
 """Encoder fine-tuning: head-only, top-k, full, LoRA and QLoRA through one code path (the HF Trainer).
 
 - head: the frozen encoder's pooled features are cached once (rule `encode_features`); only the head trains,
-  on the cache. Equal to training through the frozen encoder in eval mode, at a fraction of the cost.
+  on the cache, fitted to convergence by scikit-learn (logistic regression / ridge, L2 chosen on dev).
 - top_k: the top k transformer layers (and whatever sits between them and the head) train with the head.
 - full: every parameter trains (Wang 2024).
 - lora / qlora: peft LoRA adapters (on a 4-bit NF4 base for qlora) plus a trainable head.
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from tunebench.evaluation import metrics
-from tunebench.modeling import training
+from tunebench.modeling import linear_heads, training
 from tunebench.modeling.features import load_features
 from tunebench.modeling.loading import EncoderClassifier, load_encoder, load_tokenizer
 from tunebench.modeling.tokenize import load_tokenized
@@ -144,108 +144,112 @@ def finish(spec: RunSpec, model) -> None:
     training.drop_checkpoints(spec)
 
 
-def run(spec: RunSpec) -> RunOutput:
-    from transformers import DataCollatorWithPadding, set_seed
+class TrainingData:
+    """A run's tokenised splits with labels, its (capped) training rows and the padding collator."""
+
+    def __init__(self, spec: RunSpec):
+        from transformers import DataCollatorWithPadding
+
+        tokenized = load_tokenized(spec.tokenized_dir)
+        self.test_ids = tokenized["test"]["id"]
+        self.splits = with_labels(tokenized, spec)
+        self.train = cap_train(self.splits["train"], spec.method_cfg["max_train_samples"], spec.seed)
+        self.dev, self.test = self.splits["dev"], self.splits["test"]
+        self.collator = DataCollatorWithPadding(load_tokenizer(spec.model_cfg))
+
+    def fit(self, spec: RunSpec):
+        """(model, trainer, train seconds, resumed checkpoint) of one training at spec's settings."""
+        model = build_model(spec)
+        return (model, *training.fit(model, self.train, self.dev, spec, self.collator, compute_metrics_fn(spec)))
+
+    def trial(self, spec: RunSpec) -> float:
+        """The dev metric at the end of a short trial (training.trial_spec)."""
+        _, trainer, _, _ = self.fit(spec)
+        metric = training.dev_metric(spec.task)[0]
+        return trainer.evaluate()[f"eval_{metric}"]
+
+
+def select(spec: RunSpec) -> dict:
+    """Rule select_learning_rate: the learning rate of `learning_rate_grid` best on dev, by short trials."""
+    _setup(spec)
+    data = TrainingData(spec)
+    return training.select_learning_rate(spec, len(data.train), data.trial)
+
+
+def _setup(spec: RunSpec) -> None:
+    from transformers import set_seed
 
     torch.set_num_threads(spec.threads)
     set_seed(spec.seed)
+
+
+def run(spec: RunSpec) -> RunOutput:
+    _setup(spec)
     if spec.strategy == "head":
         return run_head(spec)
-    cfg = spec.method_cfg
-    tokenizer = load_tokenizer(spec.model_cfg)
-    tokenized = load_tokenized(spec.tokenized_dir)
-    test_ids = tokenized["test"]["id"]
-    data = with_labels(tokenized, spec)
-    train = cap_train(data["train"], cfg["max_train_samples"], spec.seed)
-    collator = DataCollatorWithPadding(tokenizer)
-
-    def train_once(trial, checkpoints):
-        model = build_model(trial)
-        return (model, *training.fit(model, train, data["dev"], trial, collator, compute_metrics_fn(trial),
-                                     checkpoints=checkpoints))
-
-    (model, trainer, resumed), train_seconds, lr_scores = training.select_learning_rate(spec, train_once)
+    data = TrainingData(spec)
+    spec, selection = training.with_selected_learning_rate(spec, len(data.train), data.trial)
+    model, trainer, train_seconds, resumed = data.fit(spec)
     t0 = time.perf_counter()
-    logits = training.predict_in_order(trainer, data["test"])
+    logits = training.predict_in_order(trainer, data.test)
     eval_seconds = time.perf_counter() - t0
-    info = training.cost_info(spec, model, trainer, train_seconds, eval_seconds, int(sum(train["length"])),
-                              len(train), resumed)
+    info = training.cost_info(spec, model, trainer, train_seconds, eval_seconds, int(sum(data.train["length"])),
+                              len(data.train), resumed)
     info.update(pooling=model.pooling if hasattr(model, "pooling") else model.base_model.model.pooling,
-                learning_rate=trainer.args.learning_rate, dev_metric_by_learning_rate=lr_scores)
+                learning_rate=spec.method_cfg["learning_rate"], selection=selection)
     finish(spec, model)
     if spec.strategy == "qlora":
         info.update(linear4bit_modules=training.count_4bit_modules(model), qlora_path=training.qlora_path(model))
-    return RunOutput(predictions_frame(spec, test_ids, logits), info)
+    return RunOutput(predictions_frame(spec, data.test_ids, logits), info)
 
 
 # --- head-only on cached features ---------------------------------------------------------------------------
 
 
-class FeatureHead(nn.Module):
-    """The task head alone, fed cached pooled features (dropout + linear, as on top of the encoder)."""
-
-    def __init__(self, dim: int, num_labels: int, dropout: float = 0.1):
-        super().__init__()
-        self.num_labels = num_labels
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(dim, num_labels)
-
-    def forward(self, features=None, labels=None):
-        logits = self.classifier(self.dropout(features))
-        if labels is None:
-            return {"logits": logits}
-        if self.num_labels == 1:
-            loss = nn.functional.mse_loss(logits.squeeze(-1), labels.float())
-        else:
-            loss = nn.functional.cross_entropy(logits, labels.long())
-        return {"loss": loss, "logits": logits}
-
-
-def feature_splits(spec: RunSpec) -> dict:
-    """({split: Dataset(features, labels)}, {split: ids}, cache) from the encode_features cache."""
-    from datasets import Dataset
-
+def feature_splits(spec: RunSpec) -> tuple[dict, dict, dict]:
+    """({split: (features, targets)}, {split: ids}, cache) from the encode_features cache. Targets are class
+    indices in `spec.labels` order, or the regression target."""
     cache = load_features(spec.features_path)
     table = spec.table().select("id", "split", spec.target_column)
     row = {i: n for n, i in enumerate(cache["ids"].tolist())}
+    index = {name: i for i, name in enumerate(spec.labels or [])}
     out, ids = {}, {}
     for split in ("train", "dev", "test"):
-        part = table.filter(pl.col("split") == split)
-        idx = [row[i] for i in part["id"].to_list()]
+        part = spec.test_rows() if split == "test" else table.filter(pl.col("split") == split)
+        x = cache["features"][[row[i] for i in part["id"].to_list()]]
         if spec.task == "classification":
-            index = {name: i for i, name in enumerate(spec.labels)}
-            labels = [index[x] for x in part["label"].to_list()]
+            y = np.array([index[label] for label in part["label"]])
         else:
-            labels = part["target"].to_list()
-        out[split] = Dataset.from_dict({"features": cache["features"][idx], "labels": labels})
-        ids[split] = part["id"].to_list()
+            y = part["target"].to_numpy().astype(float)
+        out[split], ids[split] = (x, y), part["id"]
     return out, ids, cache
 
 
 def run_head(spec: RunSpec) -> RunOutput:
-    from transformers import default_data_collator
-
+    """The head alone on the frozen encoder's cached features, fitted to convergence: logistic regression
+    (L-BFGS) or ridge on standardised features, the L2 penalty chosen on dev from `C_grid` / `alpha_grid`. A
+    Trainer-fitted head for a fixed few epochs can stop far from its optimum (a frozen encoder then looks
+    useless — the strawman Wang 2024 warns about); a convex fit cannot."""
     cfg = spec.method_cfg
     data, ids, cache = feature_splits(spec)
-    train = cap_train(data["train"], cfg["max_train_samples"], spec.seed)
-    num_labels = len(spec.labels) if spec.task == "classification" else 1
-
-    def train_once(trial, checkpoints):
-        torch.manual_seed(trial.seed)
-        model = FeatureHead(cache["features"].shape[1], num_labels)
-        return (model, *training.fit(model, train, data["dev"], trial, default_data_collator,
-                                     compute_metrics_fn(trial), group_by_length=False, checkpoints=checkpoints,
-                                     bf16=False))
-
-    (model, trainer, resumed), train_seconds, lr_scores = training.select_learning_rate(spec, train_once)
+    (x_train, y_train), (x_dev, y_dev), (x_test, _) = data["train"], data["dev"], data["test"]
+    if cfg["max_train_samples"] and cfg["max_train_samples"] < len(y_train):
+        keep = np.sort(np.random.default_rng(spec.seed).choice(len(y_train), cfg["max_train_samples"], replace=False))
+        x_train, y_train = x_train[keep], y_train[keep]
     t0 = time.perf_counter()
-    logits = training.predict_in_order(trainer, data["test"])
+    model, selected, dev_score = linear_heads.select_on_dev(linear_heads.linear_candidates(spec, scale=True),
+                                                            x_train, y_train, x_dev, y_dev, spec)
+    train_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    predictions = linear_heads.predict(spec, model, x_test, ids["test"])
     eval_seconds = time.perf_counter() - t0
-    info = training.cost_info(spec, model, trainer, train_seconds, eval_seconds, 0, len(train), resumed)
-    # The frozen encoder counts towards the total: the fraction that trains is the head's share of the model.
-    total = info["trainable_params"] + int(cache["encoder_params"])
-    info.update(total_params=total, trainable_fraction=info["trainable_params"] / total, tokens_per_s=None,
-                feature_cache_s=float(cache["seconds"]), pooling=str(cache["pooling"]), precision="fp32",
-                learning_rate=trainer.args.learning_rate, dev_metric_by_learning_rate=lr_scores)
-    finish(spec, model)
-    return RunOutput(predictions_frame(spec, ids["test"], logits), info)
+    trainable = int(model[-1].coef_.size + np.size(model[-1].intercept_))
+    total = trainable + int(cache["encoder_params"])   # the frozen encoder counts towards the total
+    info = {"trainable_params": trainable, "total_params": total, "trainable_fraction": trainable / total,
+            "train_time_s": train_seconds, "eval_time_s": eval_seconds, "train_rows": len(y_train),
+            "feature_cache_s": float(cache["seconds"]), "pooling": str(cache["pooling"]), "device": "cpu",
+            "precision": "fp64", "selected": selected, "best_dev_metric": dev_score,
+            "dev_metric": "macro_f1" if spec.task == "classification" else "r2",
+            "fit": "logistic regression (L-BFGS)" if spec.task == "classification" else "ridge (closed form)",
+            "iterations": None if getattr(model[-1], "n_iter_", None) is None else int(np.max(model[-1].n_iter_))}
+    return RunOutput(predictions, info)

@@ -163,54 +163,69 @@ def dev_score(spec: RunSpec, model, tokenizer, examples: Examples, dev: pl.DataF
     return metrics.regression_scalars(dev["target"].to_list(), pred)[metric]
 
 
+class Setup:
+    """What a run and its learning-rate trials share: the tokenizer, the prompt builder, the training and dev sets."""
+
+    def __init__(self, spec: RunSpec):
+        from transformers import set_seed
+
+        cfg = spec.method_cfg
+        torch.set_num_threads(spec.threads)
+        set_seed(spec.seed)
+        classification = spec.task == "classification"
+        self.decoding = cfg["decoding"] if classification else "generate"
+        words = prompts.verbalizers(spec.labels, cfg["verbalizers"]) if classification else None
+        self.template = prompts.Template.parse(cfg["template"], spec.task, list(words.values()) if words else None)
+        self.tokenizer = loading.load_tokenizer(spec.model_cfg, spec.model_dir)
+        fmt = prompts.prompt_format(self.template, self.tokenizer, spec.model_cfg)
+        self.examples = Examples(spec, self.tokenizer, fmt, words)
+        train_rows, self.dev_rows = spec.split("train"), spec.split("dev")
+        if cfg["max_train_samples"] and cfg["max_train_samples"] < train_rows.height:
+            train_rows = train_rows.sample(cfg["max_train_samples"], seed=spec.seed)
+        self.train, self.dev = self.examples.training_set(train_rows), self.examples.training_set(self.dev_rows)
+
+    def fit(self, spec: RunSpec):
+        model = build_model(spec)
+        return (model, *train_model(spec, model, self.tokenizer, self.train, self.dev))
+
+    def trial(self, spec: RunSpec) -> float:
+        model = self.fit(spec)[0]
+        return dev_score(spec, model, self.tokenizer, self.examples, self.dev_rows)
+
+
+def select(spec: RunSpec) -> dict:
+    """Rule select_learning_rate: the learning rate of `learning_rate_grid` best on dev, by short trials."""
+    setup = Setup(spec)
+    return training.select_learning_rate(spec, len(setup.train), setup.trial)
+
+
 def run(spec: RunSpec) -> RunOutput:
-    from transformers import set_seed
-
-    cfg = spec.method_cfg
-    torch.set_num_threads(spec.threads)
-    set_seed(spec.seed)
-    classification = spec.task == "classification"
-    decoding = cfg["decoding"] if classification else "generate"
-    words = prompts.verbalizers(spec.labels, cfg["verbalizers"]) if classification else None
-    template = prompts.Template.parse(cfg["template"], spec.task, list(words.values()) if words else None)
-    tokenizer = loading.load_tokenizer(spec.model_cfg, spec.model_dir)
-    examples = Examples(spec, tokenizer, prompts.prompt_format(template, tokenizer, spec.model_cfg), words)
-
-    train_rows, dev_rows = spec.split("train"), spec.split("dev")
-    if cfg["max_train_samples"] and cfg["max_train_samples"] < train_rows.height:
-        train_rows = train_rows.sample(cfg["max_train_samples"], seed=spec.seed)
-    train, dev = examples.training_set(train_rows), examples.training_set(dev_rows)
-
-    def train_once(trial, checkpoints):
-        model = build_model(trial)
-        return (model, *train_model(trial, model, tokenizer, train, dev, checkpoints))
-
-    def score(model, trainer):
-        return dev_score(spec, model, tokenizer, examples, dev_rows)
-
-    grid = bool(cfg.get("learning_rate_grid"))
-    (model, trainer, resumed), train_seconds, lr_scores = training.select_learning_rate(
-        spec, train_once, score if grid else None)
+    setup = Setup(spec)
+    cfg, examples = spec.method_cfg, setup.examples
+    spec, selection = training.with_selected_learning_rate(spec, len(setup.train), setup.trial)
+    model, trainer, train_seconds, resumed = setup.fit(spec)
+    dev = dev_score(spec, model, setup.tokenizer, examples, setup.dev_rows)
 
     test = spec.test_rows()
     t0 = time.perf_counter()
-    columns, result = evaluate(spec, model, tokenizer, examples, test, decoding)
+    columns, result = evaluate(spec, model, setup.tokenizer, examples, test, setup.decoding)
     eval_seconds = time.perf_counter() - t0
-    train_tokens = sum(len(x) for x in train["input_ids"]) + (sum(len(y) for y in train["labels"])
-                                                              if examples.kind == "seq2seq" else 0)
-    info = training.cost_info(spec, model, trainer, train_seconds, eval_seconds, train_tokens, len(train), resumed)
-    info.update(decoding=decoding, learning_rate=trainer.args.learning_rate, template=type(examples.fmt).__name__,
-                prompt_template=template.header + template.block, tokens_run_eval=result.prompt_tokens,
+    train_tokens = sum(len(x) for x in setup.train["input_ids"]) + (
+        sum(len(y) for y in setup.train["labels"]) if examples.kind == "seq2seq" else 0)
+    info = training.cost_info(spec, model, trainer, train_seconds, eval_seconds, train_tokens, len(setup.train),
+                              resumed)
+    info.update(decoding=setup.decoding, learning_rate=spec.method_cfg["learning_rate"], selection=selection,
+                template=type(examples.fmt).__name__, prompt_template=setup.template.header + setup.template.block,
+                tokens_run_eval=result.prompt_tokens, dev_score=dev,
+                dev_score_metric=training.dev_metric(spec.task)[0],
                 quantization=f"4bit-{cfg['quant_type']}" if spec.strategy in QUANTIZED else None,
                 model_source=loading.model_source(spec.model_cfg, spec.model_dir))
-    if grid:
-        info["dev_metric_by_learning_rate"] = lr_scores
     if spec.strategy in QUANTIZED:
-        info.update(linear4bit_modules=training.count_4bit_modules(model),
-                    qlora_path=training.qlora_path(model))
+        info.update(linear4bit_modules=training.count_4bit_modules(model), qlora_path=training.qlora_path(model))
     if cfg["save_weights"]:
         model.save_pretrained(spec.run_dir / "adapter")   # safetensors; load with load_adapter()
     training.drop_checkpoints(spec)
     predictions = pl.DataFrame({"id": test["id"], **columns},
-                               schema_overrides={"prediction": pl.String if classification else pl.Float64})
+                               schema_overrides={"prediction": pl.String if spec.task == "classification"
+                                                 else pl.Float64})
     return RunOutput(predictions, info)

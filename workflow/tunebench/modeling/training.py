@@ -200,11 +200,12 @@ def fit(model, train, dev, spec: RunSpec, collator, compute_metrics=None, metric
     default_metric, default_greater = dev_metric(spec.task)
     metric = metric or default_metric
     greater = default_greater if greater is None else greater
-    out = checkpoint_dir(spec, checkpoints)
+    out = checkpoint_dir(spec, checkpoints) if not spec.method_cfg.get("max_steps") else spec.run_dir
     args = training_arguments(spec, out, metric, greater, group_by_length,
                               num_train_epochs=epochs_for(spec, len(train)), **arg_overrides)
     patience = spec.method_cfg.get("early_stopping_patience")
     callbacks = [EarlyStoppingCallback(early_stopping_patience=patience)] if patience else []
+    arg_overrides = {**trial_overrides(spec), **arg_overrides}
     trainer = (trainer_class or Trainer)(model=model, args=args, train_dataset=train, eval_dataset=dev,
                                          data_collator=collator, compute_metrics=compute_metrics,
                                          callbacks=callbacks)
@@ -226,28 +227,58 @@ def predict_in_order(trainer, dataset) -> np.ndarray:
     return trainer.predict(dataset).predictions
 
 
-def select_learning_rate(spec: RunSpec, train_once, score=None):
-    """Train once per learning rate of `learning_rate_grid` (else once, at `learning_rate`); keep the best on dev.
+# --- learning-rate selection on dev ------------------------------------------------------------------------------
 
-    `train_once(trial_spec, checkpoints)` → (model, trainer, seconds, resumed). Each learning rate has its own
-    checkpoint folder, so a restarted job resumes the trial it was in. `score(model, trainer)` gives a trial's
-    dev metric (default: the Trainer's best). Returns the best trial's (model, trainer, resumed), the total
-    training seconds and the dev metric per learning rate.
-    """
+def trial_spec(spec: RunSpec, learning_rate: float, train_rows: int) -> RunSpec:
+    """A short trial at one learning rate: `trial_fraction` of the final run's optimizer steps (the schedule
+    squeezed to fit), no checkpoints or early stopping, scored on dev at its end."""
     cfg = spec.method_cfg
-    grid = cfg.get("learning_rate_grid") or [cfg["learning_rate"]]
-    greater = dev_metric(spec.task)[1]
-    best, best_score, seconds, scores = None, None, 0.0, {}
+    steps = math.ceil(train_rows / cfg["batch_size"]) * epochs_for(spec, train_rows)
+    trial_cfg = {**cfg, "learning_rate": learning_rate, "learning_rate_grid": None, "early_stopping_patience": None,
+                 "max_steps": max(1, math.ceil(cfg["trial_fraction"] * steps))}
+    return dataclasses.replace(spec, method_cfg=trial_cfg, run_dir=spec.run_dir / f"trial-lr{learning_rate:g}")
+
+
+def trial_overrides(spec: RunSpec) -> dict:
+    """Trainer settings of a trial (see trial_spec); empty for a full run."""
+    if not spec.method_cfg.get("max_steps"):
+        return {}
+    return {"max_steps": spec.method_cfg["max_steps"], "eval_strategy": "no", "save_strategy": "no",
+            "load_best_model_at_end": False}
+
+
+def select_learning_rate(spec: RunSpec, train_rows: int, trial) -> dict:
+    """Try every value of `learning_rate_grid` in a short trial (`trial(trial_spec) -> dev metric`) and keep the
+    best on dev. Returns the selection trace every run of the method records: grid, dev metric per value, the
+    chosen value, whether it lies on an edge of the grid (then a wider grid may do better), and the cost."""
+    cfg = spec.method_cfg
+    grid = sorted(cfg["learning_rate_grid"])
+    metric, greater = dev_metric(spec.task)
+    scores, t0 = {}, time.perf_counter()
     for lr in grid:
-        trial = dataclasses.replace(spec, method_cfg={**cfg, "learning_rate": lr})
-        model, trainer, trial_seconds, resumed = train_once(
-            trial, "checkpoints" if len(grid) == 1 else f"checkpoints/lr{lr:g}")
-        seconds += trial_seconds
-        value = score(model, trainer) if score else trainer.state.best_metric
-        scores[f"{lr:g}"] = value
-        if best is None or (value > best_score if greater else value < best_score):
-            best, best_score = (model, trainer, resumed), value
-    return best, seconds, scores
+        trial_run = trial_spec(spec, lr, train_rows)
+        scores[lr] = float(trial(trial_run))
+        shutil.rmtree(trial_run.run_dir, ignore_errors=True)
+        print(f"learning rate {lr:g}: dev {metric} {scores[lr]:.4f}", flush=True)
+    finite = {lr: v for lr, v in scores.items() if math.isfinite(v)} or scores
+    chosen = (max if greater else min)(finite, key=finite.get)
+    return {"grid": grid, "dev_metric": metric, "dev_by_learning_rate": {f"{lr:g}": v for lr, v in scores.items()},
+            "chosen": chosen, "on_edge": len(grid) > 1 and chosen in (grid[0], grid[-1]),
+            "trial_fraction": cfg["trial_fraction"], "trial_seed": spec.seed,
+            "selection_time_s": time.perf_counter() - t0}
+
+
+def with_selected_learning_rate(spec: RunSpec, train_rows: int, trial) -> tuple[RunSpec, dict | None]:
+    """The spec to train: at the learning rate chosen on dev (read from the run's selection file, made once per
+    method by rule select_learning_rate; or selected here if there is none), else at `learning_rate`."""
+    cfg = spec.method_cfg
+    if not cfg.get("learning_rate_grid"):
+        return spec, None
+    if spec.selection_path:
+        selection = json.loads(Path(spec.selection_path).read_text())
+    else:
+        selection = select_learning_rate(spec, train_rows, trial)
+    return dataclasses.replace(spec, method_cfg={**cfg, "learning_rate": selection["chosen"]}), selection
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
