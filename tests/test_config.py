@@ -52,6 +52,17 @@ def test_defaults_are_filled_without_touching_the_input():
     assert config["report"]["primary_metric"] == {"classification": "macro_f1", "regression": "r2"}
 
 
+def test_each_strategy_gets_its_own_defaults():
+    methods = {"lora": {"strategy": "lora"}, "full": {"strategy": "full"},
+               "fixed": {"strategy": "lora", "learning_rate": 1e-4}}
+    config = tbconfig.validate({**CONFIG, "methods": methods,
+                                "study": [{"datasets": ["fpb"], "models": ["enc"], "methods": list(methods)}]})
+    lora, full, fixed = (config["methods"][m] for m in ("lora", "full", "fixed"))
+    assert lora["learning_rate"] > 10 * full["learning_rate"]        # adapters need far larger rates
+    assert lora["learning_rate_grid"] and full["learning_rate_grid"]   # chosen on dev by default ...
+    assert fixed["learning_rate"] == 1e-4 and fixed["learning_rate_grid"] is None   # ... unless a rate is given
+
+
 def test_runs_cross_each_block_without_duplicates(monkeypatch):
     monkeypatch.delenv("TUNEBENCH_TEST_GATE", raising=False)
     config = tbconfig.validate(CONFIG)
@@ -83,7 +94,7 @@ def test_unknown_key_names_the_closest_allowed_key():
     with pytest.raises(ConfigError) as err:
         tbconfig.validate(config, source="s.yaml")
     assert str(err.value).startswith("s.yaml: config key 'methods.full.warmup': unknown key "
-                                     "(did you mean 'warmup_ratio'?); allowed keys: alpha, base_cache, batch_size")
+                                     "(did you mean 'warmup_ratio'?); allowed keys: C_grid, alpha, alpha_grid")
 
 
 def test_hub_ids_and_packages_are_not_checked_as_folders():

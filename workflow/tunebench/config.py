@@ -79,10 +79,24 @@ def _describe(err) -> str:
     return f"config key '{_key(err.absolute_path)}': {err.message}"
 
 
+def strategy_defaults(schema: dict, method: dict) -> dict:
+    """The method with its strategy's defaults (schema key x-strategy-defaults) filled where it leaves them out.
+    An explicit learning_rate without a grid means "train at this rate": no default grid is added then."""
+    if not isinstance(method, dict):
+        return method
+    defaults = dict(schema.get("x-strategy-defaults", {}).get(method.get("strategy"), {}))
+    if "learning_rate" in method and "learning_rate_grid" not in method:
+        defaults["learning_rate_grid"] = None
+    return {**defaults, **method}
+
+
 def validate(config: dict, source: str = "config") -> dict:
     """Return a resolved copy of `config` (defaults filled) or raise ConfigError naming the key."""
     config = copy.deepcopy(config)
-    validator = _validator_with_defaults()(_schema())
+    schema = _schema()
+    if isinstance(config.get("methods"), dict):
+        config["methods"] = {name: strategy_defaults(schema, m) for name, m in config["methods"].items()}
+    validator = _validator_with_defaults()(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), e.message))
     if errors:
         # The deepest error is the most specific one; if/then branches report their inner errors.

@@ -144,6 +144,8 @@ def execute(spec: RunSpec, predictions_path, metrics_path) -> dict:
     family = families.family_of(spec.strategy)
     spec.run_dir.mkdir(parents=True, exist_ok=True)
     out = family.load("run")(spec)
+    if "best_dev_metric" in out.info and family.name != "baseline":
+        out.info["learning_check"] = learning_check(spec, out.info)
     joined, test_metrics = score(spec, out)
     record = {
         "dataset": spec.dataset, "model": spec.model, "method": spec.method, "seed": spec.seed,
@@ -176,3 +178,33 @@ def select(spec: RunSpec) -> dict:
     selection = families.family_of(spec.strategy).load("select")(spec)
     shutil.rmtree(spec.run_dir, ignore_errors=True)
     return {**selection, "started": started.isoformat(), "ended": datetime.now(timezone.utc).isoformat()}
+
+
+def trivial_dev_metric(spec: RunSpec, metric: str) -> float:
+    """The dev metric of the trivial baseline: always the majority training class, or the training mean."""
+    train, dev = spec.split("train")[spec.target_column], spec.split("dev")[spec.target_column]
+    if spec.task == "classification":
+        majority = train.mode().sort()[0]
+        return metrics.classification_scalars(dev.to_list(), [majority] * dev.len(), spec.labels)[metric]
+    return metrics.regression_scalars(dev.to_list(), [float(train.mean())] * dev.len())[metric]
+
+
+def learning_check(spec: RunSpec, info: dict) -> dict:
+    """Did the run learn? Its dev metric against the trivial baseline's, and its training loss first vs last.
+    A run that did not beat the trivial baseline on dev is marked in the report (with the likely reason)
+    instead of being ranked as if it were a fair attempt."""
+    metric, value = info["dev_metric"], info["best_dev_metric"]
+    trivial = trivial_dev_metric(spec, metric)
+    lower_better = metrics.primary_direction(metric) < 0
+    beats = value is not None and (value < trivial if lower_better else value > trivial)
+    losses = info.get("train_losses") or []
+    flat = len(losses) >= 2 and losses[-1] > 0.95 * losses[0]
+    reasons = []
+    if not beats:
+        reasons.append(f"dev {metric} {value:.3f} not better than the trivial baseline's {trivial:.3f}")
+    if flat:
+        reasons.append(f"training loss flat ({losses[0]:.3f} → {losses[-1]:.3f}): learning rate too small, or "
+                       f"too few steps?")
+    return {"dev_metric": metric, "dev_value": value, "trivial_dev_value": trivial, "beats_trivial": beats,
+            "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+            "loss_flat": flat, "learned": beats and not flat, "reason": "; ".join(reasons) or None}

@@ -216,8 +216,8 @@ def run(spec: RunSpec) -> RunOutput:
                               resumed)
     info.update(decoding=setup.decoding, learning_rate=spec.method_cfg["learning_rate"], selection=selection,
                 template=type(examples.fmt).__name__, prompt_template=setup.template.header + setup.template.block,
-                tokens_run_eval=result.prompt_tokens, dev_score=dev,
-                dev_score_metric=training.dev_metric(spec.task)[0],
+                tokens_run_eval=result.prompt_tokens, best_dev_metric=dev, dev_metric=training.dev_metric(spec.task)[0],
+                best_dev_loss=trainer.state.best_metric,
                 quantization=f"4bit-{cfg['quant_type']}" if spec.strategy in QUANTIZED else None,
                 model_source=loading.model_source(spec.model_cfg, spec.model_dir))
     if spec.strategy in QUANTIZED:
