@@ -47,11 +47,21 @@ def prepare_fails(tmp_path, ds: dict, *fragments: str, name: str = "d") -> str:
 
 # ---- data files: Financial PhraseBank ----
 
+FPB_LEVEL_FILES = ["Sentences_66Agree.txt", "Sentences_75Agree.txt", "Sentences_AllAgree.txt"]
+
+
+def fpb_lines(lines: list[str], encoding="latin-1") -> bytes:
+    return "".join(f"{x}\r\n" for x in lines).encode(encoding)
+
+
 def fpb_file(tmp_path, lines: list[str] | bytes, encoding="latin-1") -> tuple[dict, Path]:
+    """A 50Agree file with `lines`; the higher levels each hold the first good sentence (a subset of it)."""
     folder = tmp_path / "fpb"
     folder.mkdir(exist_ok=True)
     path = folder / "Sentences_50Agree.txt"
-    path.write_bytes(lines if isinstance(lines, bytes) else "".join(f"{x}\r\n" for x in lines).encode(encoding))
+    path.write_bytes(lines if isinstance(lines, bytes) else fpb_lines(lines, encoding))
+    for name in FPB_LEVEL_FILES:
+        (folder / name).write_bytes(fpb_lines(GOOD_FPB[:1]))
     ds = resolve("fpb", {"loader": "fpb", "path": str(folder), "task": "classification", "labels": LABELS})
     return ds, path
 
@@ -94,6 +104,144 @@ def test_fpb_file_missing(tmp_path):
     ds, path = fpb_file(tmp_path, GOOD_FPB)
     path.unlink()
     prepare_fails(tmp_path, ds, f"{path}: file not found")
+
+
+def test_fpb_other_agreement_file_missing(tmp_path):
+    ds, path = fpb_file(tmp_path, GOOD_FPB)
+    (path.parent / "Sentences_75Agree.txt").unlink()
+    prepare_fails(tmp_path, ds, f"{path.parent / 'Sentences_75Agree.txt'}: file not found")
+
+
+def test_fpb_higher_agreement_file_not_a_subset(tmp_path):
+    ds, path = fpb_file(tmp_path, GOOD_FPB)
+    # line 2 is a sentence of the 50Agree file, but with another label
+    relabelled = "Sales fell by 0 % in the quarter .@positive"
+    (path.parent / "Sentences_75Agree.txt").write_bytes(fpb_lines(GOOD_FPB[:1] + [relabelled]))
+    (path.parent / "Sentences_AllAgree.txt").write_bytes(fpb_lines(GOOD_FPB[:1]))
+    prepare_fails(tmp_path, ds, f"{path.parent / 'Sentences_75Agree.txt'}, line 2", "label 'positive'",
+                  "not in Sentences_66Agree.txt", "subset")
+
+
+def test_fpb_duplicate_counted_in_rows_not_texts(tmp_path):
+    """A sentence twice in the 75Agree file but once in 66Agree: a row-count mismatch, not a match by text."""
+    ds, path = fpb_file(tmp_path, GOOD_FPB)
+    (path.parent / "Sentences_75Agree.txt").write_bytes(fpb_lines(GOOD_FPB[:1] * 2))
+    prepare_fails(tmp_path, ds, f"{path.parent / 'Sentences_75Agree.txt'}, line 2", "not as often")
+
+
+# ---- data files: encodings and control characters, for every loader ----
+
+WRONG_ENCODINGS = {  # name → (Python codec that writes a byte-order mark, the family named in the error)
+    "utf16_le_bom": ("utf-16-le", b"\xff\xfe", "UTF-16"),
+    "utf16_be_bom": ("utf-16-be", b"\xfe\xff", "UTF-16"),
+    "utf32_le_bom": ("utf-32-le", b"\xff\xfe\x00\x00", "UTF-32"),
+    "utf32_be_bom": ("utf-32-be", b"\x00\x00\xfe\xff", "UTF-32"),
+}
+
+
+def encoded(text: str, case: str) -> bytes:
+    codec, bom, _ = WRONG_ENCODINGS[case]
+    return bom + text.encode(codec)
+
+
+def tfns_text(n=30) -> str:
+    return "text,label\r\n" + "".join(f'"$TSLA tweet {i}",{i % 3}\r\n' for i in range(n))
+
+
+def user_csv_text(delimiter=",") -> str:
+    return f"id{delimiter}text{delimiter}label\n" + "".join(
+        f"r{i}{delimiter}text number {i}{delimiter}{LABELS[i % 3]}\n" for i in range(30))
+
+
+def jsonl_text() -> str:
+    return "".join(json.dumps(r) + "\n" for r in user_rows())
+
+
+def bad_file(tmp_path, kind: str, content: str | bytes) -> tuple[dict, Path]:
+    """A dataset of loader/format `kind` whose (first) file holds `content` (text is written as UTF-8)."""
+    data = content.encode() if isinstance(content, str) else content
+    if kind == "fpb":
+        return fpb_file(tmp_path, data)
+    if kind == "tfns":
+        ds, train, _ = tfns_files(tmp_path, data, b'text,label\r\n"$AAPL up",1\r\n')
+        return ds, train
+    if kind == "semeval17":
+        path = tmp_path / "headlines.json"
+        path.write_bytes(data)
+        return resolve("sem", {"loader": "semeval17", "path": str(path), "task": "regression"}), path
+    return table_file(tmp_path, kind, raw=data)
+
+
+ENCODING_KINDS = {  # loader or table format → the file's good text
+    "fpb": lambda: "".join(f"{x}\r\n" for x in GOOD_FPB),
+    "tfns": tfns_text,
+    "semeval17": lambda: json.dumps(HEADLINES),
+    ".csv": user_csv_text,
+    ".tsv": lambda: user_csv_text("\t"),
+    ".jsonl": jsonl_text,
+    ".json": lambda: json.dumps(user_rows()),
+}
+
+
+@pytest.mark.parametrize("case", list(WRONG_ENCODINGS))
+@pytest.mark.parametrize("kind", list(ENCODING_KINDS))
+def test_utf16_and_utf32_files_are_named_as_such(tmp_path, kind, case):
+    ds, path = bad_file(tmp_path, kind, encoded(ENCODING_KINDS[kind](), case))
+    expected = "latin-1" if kind == "fpb" else "UTF-8"
+    message = prepare_fails(tmp_path, ds, f"{path}: file is {WRONG_ENCODINGS[case][2]} (byte-order mark found); "
+                                          f"convert it to {expected}")
+    assert "unknown label" not in message
+
+
+@pytest.mark.parametrize("kind", list(ENCODING_KINDS))
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+def test_utf16_without_byte_order_mark(tmp_path, kind, codec):
+    ds, path = bad_file(tmp_path, kind, ENCODING_KINDS[kind]().encode(codec))
+    prepare_fails(tmp_path, ds, f"{path}: file looks UTF-16 (no byte-order mark", "convert it to")
+
+
+def test_fpb_with_a_utf8_byte_order_mark(tmp_path):
+    ds, path = fpb_file(tmp_path, b"\xef\xbb\xbf" + fpb_lines(GOOD_FPB))
+    prepare_fails(tmp_path, ds, f"{path}: file is UTF-8 (byte-order mark found); expected latin-1")
+
+
+def with_nul_on_line(text: str, line: int, char="\x00") -> str:
+    """`text` with `char` put into the text of its `line` (1-based), after the first 'text' or 'Sales'."""
+    lines = text.split("\n")
+    for word in ("Sales", "tweet", "text number", "Headline"):
+        if word in lines[line - 1]:
+            lines[line - 1] = lines[line - 1].replace(word, word + char, 1)
+            return "\n".join(lines)
+    raise AssertionError(lines[line - 1])
+
+
+@pytest.mark.parametrize("kind, line", [("fpb", 12), ("tfns", 12), (".csv", 12), (".tsv", 5), (".jsonl", 7)])
+def test_nul_byte_in_a_text_names_file_and_line(tmp_path, kind, line):
+    ds, path = bad_file(tmp_path, kind, with_nul_on_line(ENCODING_KINDS[kind](), line))
+    prepare_fails(tmp_path, ds, f"{path}, line {line}: control character U+0000 (NUL) in the text")
+
+
+def test_raw_control_character_in_a_json_file(tmp_path):
+    lines = json.dumps(HEADLINES, indent=1).split("\n")
+    assert lines[10] == '  "title": "Headline 0",'
+    lines[10] = lines[10].replace("Headline", "Headline\x1b")   # a raw ESC, which JSON itself forbids
+    ds, path = bad_file(tmp_path, "semeval17", "\n".join(lines))
+    prepare_fails(tmp_path, ds, f"{path}, line 11: control character U+001B (ESC) in the text (column 21)")
+
+
+def test_escaped_nul_in_a_json_text(tmp_path):
+    rows = user_rows()
+    rows[3]["text"] = "text\x00number 3"   # json.dumps writes it as \u0000, which JSON allows
+    ds, path = table_file(tmp_path, ".json", rows)
+    assert b"\\u0000" in path.read_bytes()
+    prepare_fails(tmp_path, ds, f"{path}, item 3: control character U+0000 (NUL) in the text")
+
+
+def test_control_character_in_a_parquet_text_column(tmp_path):
+    rows = user_rows()
+    rows[5]["text"] = "text number\x07 5"
+    ds, path = table_file(tmp_path, ".parquet", rows)
+    prepare_fails(tmp_path, ds, f"{path}, row 5: control character U+0007 (BEL) in the text")
 
 
 # ---- data files: Twitter Financial News ----
@@ -279,7 +427,7 @@ def test_jsonl_broken_line(tmp_path):
 def test_jsonl_undecodable_bytes(tmp_path):
     ds, path = table_file(tmp_path, ".jsonl", raw=b'{"id": "a", "text": "x", "label": "neutral"}\n'
                                                   b'{"id": "b", "text": "\xff\xfe", "label": "neutral"}\n')
-    prepare_fails(tmp_path, ds, f"{path}, line 2", "not valid utf-8")
+    prepare_fails(tmp_path, ds, f"{path}, line 2", "not valid UTF-8 at column 22")
 
 
 def test_json_syntax_error(tmp_path):
@@ -294,7 +442,45 @@ def test_json_list_of_strings(tmp_path):
 
 def test_json_undecodable_bytes(tmp_path):
     ds, path = table_file(tmp_path, ".json", raw=b'[{"id": "a", "text": "\xc3\x28", "label": "neutral"}]')
-    prepare_fails(tmp_path, ds, f"{path}", "not valid UTF-8")
+    prepare_fails(tmp_path, ds, f"{path}, line 1", "not valid UTF-8")
+
+
+# ---- data files: records nested in a JSON file (config key `records`, a JSON pointer) ----
+
+NESTED = {"meta": {"source": "x"}, "data": {"items": user_rows(), "by_id": {r["id"]: r for r in user_rows()},
+                                            "count": 30}}
+
+
+@pytest.mark.parametrize("pointer, fragments", [
+    ("/data/itmes", ["JSON pointer '/data/itmes'", "does not resolve", "no key 'itmes' in the object at '/data'",
+                     "'items'"]),
+    ("/meta/source/x", ["JSON pointer '/meta/source/x'", "the value at '/meta/source' is a string"]),
+    ("/data/items/40", ["no item '40' in the list at '/data/items', which has 30 items"]),
+    ("/data/items/01", ["no item '01' in the list at '/data/items'"]),
+    ("/data/count", ["JSON pointer '/data/count'", "points at a number", "expected a list of objects"]),
+    ("/data/items/0", ["item 0 (key 'id') of '/data/items/0'", "expected an object, got str"]),
+    ("/missing", ["no key 'missing' in the object at the top level"]),
+], ids=["misspelt_key", "through_a_string", "index_out_of_range", "leading_zero_index", "points_at_a_number",
+        "object_of_non_objects", "missing_at_top"])
+def test_json_pointer_that_does_not_resolve_or_has_the_wrong_type(tmp_path, pointer, fragments):
+    ds, path = table_file(tmp_path, ".json", raw=json.dumps(NESTED).encode(), records=pointer)
+    prepare_fails(tmp_path, ds, str(path), *fragments)
+
+
+def test_records_pointer_on_a_csv_file(tmp_path):
+    ds, path = table_file(tmp_path, ".csv", records="/data")
+    prepare_fails(tmp_path, ds, f"{path}: config key 'records'", ".json files only")
+
+
+def test_object_keyed_by_id_with_a_repeated_key(tmp_path):
+    raw = b'{"rows": {"a": {"text": "x", "label": "neutral"}, "a": {"text": "y", "label": "neutral"}}}'
+    ds, path = table_file(tmp_path, ".json", raw=raw, records="/rows", columns={})
+    prepare_fails(tmp_path, ds, f"{path}: key 'a' appears twice")
+
+
+def test_json_object_without_records_pointer_says_how_to_set_it(tmp_path):
+    ds, path = table_file(tmp_path, ".json", raw=json.dumps(NESTED).encode())
+    prepare_fails(tmp_path, ds, f"{path}: expected a JSON list of objects, got a dict", "`records`")
 
 
 def test_duplicate_ids(tmp_path):
@@ -367,6 +553,19 @@ def test_split_column_values_without_test_values(tmp_path):
 def test_test_values_that_match_no_row(tmp_path):
     ds, path = table_file(tmp_path, ".csv", split={"method": "column", "column": "year", "test_values": [2022]})
     prepare_fails(tmp_path, ds, "the test split is empty", "datasets.user.split", name="user")
+
+
+def test_test_subset_smaller_than_the_number_of_classes(tmp_path):
+    rows = user_rows(90)
+    ds, path = table_file(tmp_path, ".csv", rows, test_subset={"size": 2})
+    prepare_fails(tmp_path, ds, str(path), "config key 'datasets.user.test_subset.size'",
+                  "cannot pick 2 of the 9 test rows", "stratified by label", name="user")
+
+
+def test_peer_split_on_a_user_table(tmp_path):
+    ds, path = table_file(tmp_path, ".csv", split={"method": "fingpt"})
+    prepare_fails(tmp_path, ds, str(path), "config key 'datasets.user.split'", "split method 'fingpt'",
+                  "use loader fpb", name="user")
 
 
 def test_class_too_rare_to_stratify(tmp_path):
@@ -615,7 +814,9 @@ def bad_datasets(inputs: Path) -> dict:
     inputs.mkdir(exist_ok=True)
     (inputs / "fpb").mkdir(exist_ok=True)
     fpb_path = inputs / "fpb" / "Sentences_50Agree.txt"
-    fpb_path.write_bytes("".join(f"{x}\r\n" for x in GOOD_FPB[:5] + ["No separator here"]).encode("latin-1"))
+    fpb_path.write_bytes(fpb_lines(GOOD_FPB[:5] + ["No separator here"]))
+    for name in FPB_LEVEL_FILES:
+        (inputs / "fpb" / name).write_bytes(fpb_lines(GOOD_FPB[:1]))
     parquet = inputs / "truncated.parquet"
     pl.DataFrame(GOOD_ROWS).write_parquet(parquet)
     parquet.write_bytes(parquet.read_bytes()[:200])
@@ -624,12 +825,17 @@ def bad_datasets(inputs: Path) -> dict:
     absent = inputs / "absent.csv"
     pl.DataFrame([dict(r, part="test" if r["label"] == "positive" or i >= 80 else "train")
                   for i, r in enumerate(GOOD_ROWS)]).write_csv(absent)
+    utf16 = inputs / "utf16.csv"
+    pl.DataFrame(GOOD_ROWS).write_csv(utf16)
+    utf16.write_bytes(utf16.read_text().encode("utf-16"))   # with a byte-order mark, as Excel's "Unicode text"
     table = {"loader": "table", "task": "classification", "labels": LABELS, "columns": {"id": "id", "label": "label"}}
     return {
         "bad_fpb": ({"loader": "fpb", "path": str(inputs / "fpb"), "task": "classification", "labels": LABELS},
                     [f"{fpb_path}, line 6: no '@'"]),
         "bad_parquet": ({**table, "path": str(parquet)}, [f"{parquet}: not a readable Parquet file"]),
         "bad_dupes": ({**table, "path": str(dupes)}, [f"{dupes}, line 42: duplicate id 'g7'"]),
+        "bad_utf16": ({**table, "path": str(utf16)},
+                      [f"{utf16}: file is UTF-16 (byte-order mark found); convert it to UTF-8"]),
         "bad_absent": ({**table, "path": str(absent), "columns": {**table["columns"], "split": "part"},
                         "split": {"method": "given"}}, ["['positive'] absent from the training split", str(absent)]),
     }
@@ -637,7 +843,7 @@ def bad_datasets(inputs: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def bad_data_run(study):
-    """The study again with four bad datasets added (--keep-going, so every bad file reports)."""
+    """The study again with the bad datasets added (--keep-going, so every bad file reports)."""
     workdir, good = study
     before = snapshot(workdir)
     good_bytes = {p: (workdir / p).read_bytes() for p in GOOD_RUNS}
@@ -656,7 +862,7 @@ def test_workflow_bad_data_fails(bad_data_run):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("name", ["bad_fpb", "bad_parquet", "bad_dupes", "bad_absent"])
+@pytest.mark.parametrize("name", ["bad_fpb", "bad_parquet", "bad_dupes", "bad_utf16", "bad_absent"])
 def test_workflow_bad_data_file_is_named_and_nothing_looks_finished(bad_data_run, name):
     workdir, proc, bad, _, _ = bad_data_run
     output = proc.stdout + proc.stderr

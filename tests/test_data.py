@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import math
+import random
+import subprocess
+import sys
 
+import numpy as np
 import polars as pl
 import pytest
+import yaml
 
 from tunebench import config as tbconfig
 from tunebench.data.loaders import DataError, load_dataset_table, verify_sha256
 from tunebench.data.prepare import prepare_dataset
-from tunebench.data.splits import assign_splits
+from tunebench.data.splits import assign_splits, duplicate_units, majority_labels
 
 from conftest import REPO
 
@@ -72,13 +77,58 @@ def test_fpb_decodes_latin1():
     assert not table["text"].str.contains("Ã").any()
 
 
+def write_fpb(folder, **lines_per_level):
+    """FPB files in `folder`: the given lines per level (50agree=[...]); a level not given repeats the one below."""
+    lines = []
+    for level, name in [("50agree", "Sentences_50Agree.txt"), ("66agree", "Sentences_66Agree.txt"),
+                        ("75agree", "Sentences_75Agree.txt"), ("allagree", "Sentences_AllAgree.txt")]:
+        lines = lines_per_level.get(level, lines)
+        (folder / name).write_bytes("".join(f"{x}\r\n" for x in lines).encode("latin-1"))
+
+
 def test_fpb_splits_on_the_last_at_sign(tmp_path):
-    (tmp_path / "Sentences_50Agree.txt").write_bytes(
-        "Write to ir@kone.com for the report .@neutral\r\nKärkkäinen rose .@positive\r\n".encode("latin-1"))
+    write_fpb(tmp_path, **{"50agree": ["Write to ir@kone.com for the report .@neutral",
+                                       "Kärkkäinen rose .@positive"]})
     table = load_dataset_table(fpb(path=str(tmp_path)), "fpb")
     assert table["text"].to_list() == ["Write to ir@kone.com for the report .", "Kärkkäinen rose ."]
     assert table["label"].to_list() == ["neutral", "positive"]
     assert table["source_line"].to_list() == [1, 2]
+
+
+# Rows of the 50agree file by the highest level they reach: the file sizes of test_fpb_rows... differenced.
+FPB_STRATA = {"allagree": 2264, "75agree": 3453 - 2264, "66agree": 4217 - 3453, "50agree": 4846 - 4217}
+
+
+def test_fpb_agreement_strata_of_the_50agree_rows():
+    table = load_dataset_table(fpb(), "fpb")
+    assert dict(table.group_by("agreement").len().iter_rows()) == FPB_STRATA
+    # Every row reaching a level is a row of that level's file: the rows at or above each level have exactly
+    # the size and label counts of its file (so each 75agree row is also counted in 66agree and 50agree).
+    at_or_above = []
+    for level in ["allagree", "75agree", "66agree", "50agree"]:
+        at_or_above.append(level)
+        reached = table.filter(pl.col("agreement").is_in(at_or_above))
+        own_file = load_dataset_table(fpb(level), "fpb")
+        assert reached.height == own_file.height
+        assert label_counts(reached) == label_counts(own_file)
+        assert sorted(reached["text"].to_list()) == sorted(own_file["text"].to_list())
+
+
+def test_fpb_agreement_strata_at_a_higher_configured_level():
+    table = load_dataset_table(fpb("75agree"), "fpb")
+    assert dict(table.group_by("agreement").len().iter_rows()) == {"allagree": 2264, "75agree": 1189}
+    assert set(load_dataset_table(fpb("allagree"), "fpb")["agreement"]) == {"allagree"}
+
+
+def test_fpb_agreement_counts_duplicate_rows_and_their_labels(tmp_path):
+    """A sentence twice at 50% agreement and once at 66%: one row of each level. Of two rows that disagree on
+    the label, only the one with the label given at the higher level reaches it."""
+    twice, split = "Profit rose .@positive", "Sales were flat ."
+    write_fpb(tmp_path, **{"50agree": [twice, f"{split}@neutral", twice, f"{split}@positive", "Loss grew .@negative"],
+                           "66agree": [twice, f"{split}@positive", "Loss grew .@negative"],
+                           "75agree": ["Loss grew .@negative"]})
+    table = load_dataset_table(fpb(path=str(tmp_path)), "fpb")
+    assert table["agreement"].to_list() == ["66agree", "50agree", "50agree", "66agree", "allagree"]
 
 
 def test_tfns_train_and_valid_files_with_label_map():
@@ -148,6 +198,52 @@ def test_table_loader_regression_with_given_split_column(tmp_path, suffix):
     assert set(table["split"]) == {"train", "dev", "test"}
 
 
+NESTED_DOC = {"meta": {"rows": 30}, "data": {"items": ROWS, "by/slash": ROWS[:3]}}
+
+
+@pytest.mark.parametrize("pointer, expected", [("/data/items", 30), ("/data/by~1slash", 3)])
+def test_table_loader_reads_a_list_nested_in_json(tmp_path, pointer, expected):
+    path = tmp_path / "nested.json"
+    path.write_text(json.dumps(NESTED_DOC))
+    ds = resolve("user", {"loader": "table", "path": str(path), "task": "classification", "records": pointer,
+                          "labels": ["neg", "neu", "pos"], "columns": {**MAPPING, "label": "sent"}})
+    table = load_dataset_table(ds, "user")
+    assert table["id"].to_list() == [f"d{i}" for i in range(expected)]
+    assert table["label"].to_list() == [r["sent"] for r in ROWS[:expected]]
+
+
+def test_table_loader_reads_an_object_keyed_by_id(tmp_path):
+    keyed = {"sentences": {f"s{i:02d}": {"sentence": r["sentence"], "sent": r["sent"], "doc": r["doc"]}
+                           for i, r in enumerate(ROWS)}}
+    path = tmp_path / "keyed.json"
+    path.write_text(json.dumps(keyed))
+    base = {"loader": "table", "path": str(path), "task": "classification", "records": "/sentences",
+            "labels": ["neg", "neu", "pos"]}
+    table = load_dataset_table(resolve("k", {**base, "columns": {"text": "sentence", "label": "sent"}}), "k")
+    assert table["id"].to_list() == [f"s{i:02d}" for i in range(30)]          # the key is the id
+    assert table["text"].to_list() == [r["sentence"] for r in ROWS]
+    with_id = resolve("k", {**base, "columns": {"text": "sentence", "label": "sent", "id": "doc"}})
+    assert load_dataset_table(with_id, "k")["id"].to_list() == [r["doc"] for r in ROWS]   # unless columns.id
+
+
+def test_empty_pointer_is_the_whole_document(tmp_path):
+    path = tmp_path / "top.json"
+    path.write_text(json.dumps({r["doc"]: r for r in ROWS}))
+    ds = resolve("t", {"loader": "table", "path": str(path), "task": "classification", "records": "",
+                       "labels": ["neg", "neu", "pos"], "columns": {"text": "sentence", "label": "sent"}})
+    assert load_dataset_table(ds, "t")["id"].to_list() == [r["doc"] for r in ROWS]
+
+
+def test_utf8_byte_order_mark_is_dropped_and_tabs_in_text_are_kept(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbfid,text,label\r\n" + b"".join(
+        f'r{i},"col\tumn {i}",{["neg", "neu", "pos"][i % 3]}\r\n'.encode() for i in range(9)))
+    ds = resolve("b", {"loader": "table", "path": str(path), "task": "classification",
+                       "labels": ["neg", "neu", "pos"], "columns": {"id": "id", "label": "label"}})
+    table = load_dataset_table(ds, "b")
+    assert table["id"][0] == "r0" and table["text"][0] == "col\tumn 0"
+
+
 def test_table_loader_label_map_turns_raw_codes_into_names(tmp_path):
     path = write_rows(tmp_path / "codes.csv", [{"text": f"t{i}", "y": i % 2} for i in range(10)])
     ds = resolve("codes", {"loader": "table", "path": str(path), "task": "classification", "labels": ["no", "yes"],
@@ -157,15 +253,69 @@ def test_table_loader_label_map_turns_raw_codes_into_names(tmp_path):
 
 # ---- splits ----
 
+def assert_stratified(table: pl.DataFrame, tolerance: float, splits=("train", "dev", "test")):
+    overall = {k: v / table.height for k, v in label_counts(table).items()}
+    for split in splits:
+        part = table.filter(pl.col("split") == split)
+        shares = {label: n / part.height for label, n in label_counts(part).items()}
+        assert shares.keys() == overall.keys()
+        for label, share in shares.items():
+            assert abs(share - overall[label]) < tolerance, (split, label, share, overall[label])
+
+
+def texts_in_two_splits(table: pl.DataFrame) -> list[str]:
+    per_text = table.group_by("text").agg(pl.col("split").n_unique())
+    return per_text.filter(pl.col("split") > 1)["text"].to_list()
+
+
 def test_fpb_split_is_stratified_80_10_10():
     table = split_table(fpb())
     sizes = dict(table.group_by("split").len().iter_rows())
     assert sizes == {"train": 3876, "dev": 485, "test": 485}
-    overall = {k: v / table.height for k, v in label_counts(table).items()}
-    for split in ("train", "dev", "test"):
-        part = table.filter(pl.col("split") == split)
-        for label, share in label_counts(part).items():
-            assert abs(share / part.height - overall[label]) < 0.005, (split, label)
+    assert_stratified(table, 0.005)
+
+
+def test_fpb_duplicate_texts_never_sit_in_two_splits():
+    table = split_table(fpb())
+    repeated = table.group_by("text").len().filter(pl.col("len") > 1)
+    assert (repeated.height, repeated["len"].sum()) == (8, 16)    # the release's duplicates are there to group
+    assert texts_in_two_splits(table) == []
+
+
+def planted_duplicates() -> pl.DataFrame:
+    """60 distinct texts, plus each of 20 repeated 2-4 times (some with another label), plus a group joining
+    two different texts."""
+    labels = ["neg", "neu", "pos"]
+    rows = [{"text": f"sentence {i}", "label": labels[i % 3], "group": None} for i in range(60)]
+    for i in range(20):
+        for k in range(1 + i % 3):
+            rows.append({"text": f"sentence {i}", "label": labels[(i + (k == 1 and i % 2)) % 3], "group": None})
+    rows[10]["group"] = rows[11]["group"] = "same-firm"
+    return pl.DataFrame([dict(r, id=f"r{n}") for n, r in enumerate(rows)])
+
+
+def test_planted_duplicates_and_groups_stay_in_one_split(tmp_path):
+    path = tmp_path / "dupes.parquet"
+    planted_duplicates().write_parquet(path)
+    ds = resolve("d", {"loader": "table", "path": str(path), "task": "classification", "labels": ["neg", "neu", "pos"],
+                       "columns": {"id": "id", "label": "label", "group": "group"}, "split": {"dev": 0.2, "test": 0.2}})
+    for seed in range(5):
+        table = split_table(dict(ds, split=dict(ds["split"], seed=seed)))
+        assert texts_in_two_splits(table) == []
+        assert table.filter(pl.col("group") == "same-firm")["split"].n_unique() == 1
+
+
+def test_duplicate_units_join_texts_and_groups():
+    table = pl.DataFrame({"text": ["a", "b", "a", "c", "d", "c"], "group": [None, "g", None, None, "g", None]})
+    assert duplicate_units(table).tolist() == [0, 1, 0, 2, 1, 2]
+    table = table.with_columns(pl.lit(None, dtype=pl.String).alias("group"))
+    assert duplicate_units(table).tolist() == [0, 1, 0, 2, 3, 2]
+
+
+def test_majority_label_of_a_unit_and_ties_go_to_the_first_row():
+    labels = np.array(["neu", "pos", "pos", "neg", "pos", "neg", "neu"], dtype=object)
+    units = np.array([0, 0, 0, 1, 1, 2, 2])
+    assert majority_labels(labels, units, np.array([0, 1, 2])).tolist() == ["pos", "neg", "neg"]
 
 
 def test_splits_are_deterministic_for_a_seed_and_change_with_it():
@@ -175,20 +325,16 @@ def test_splits_are_deterministic_for_a_seed_and_change_with_it():
     assert first["split"].to_list() != other["split"].to_list()
 
 
-def test_no_id_sits_in_two_splits():
-    table = split_table(tfns())
-    assert table.group_by("id").agg(pl.col("split").n_unique())["split"].max() == 1
-    assert table["id"].n_unique() == table.height
-
-
 def test_tfns_test_set_is_the_valid_file_and_dev_comes_from_train():
     table = split_table(tfns())
     test = table.filter(pl.col("split") == "test")
     valid = pl.read_csv(REPO / "data/raw/tfns/sent_valid.csv")
     assert test["text"].to_list() == [t.strip() for t in valid["text"].to_list()]
     dev = table.filter(pl.col("split") == "dev")
-    assert dev.height == math.ceil(0.1 * 9543)   # scikit-learn rounds the held-out part up
+    # 10% of the train file's 9540 distinct texts (scikit-learn rounds the held-out part up); 3 texts repeat
+    assert 954 <= dev.height <= 957
     assert dev["id"].str.starts_with("train-").all()
+    assert texts_in_two_splits(table.filter(pl.col("split") != "test")) == []
 
 
 def test_semeval_split_is_grouped_by_title():
@@ -212,12 +358,98 @@ def test_split_by_column_values(tmp_path):
     assert (table["split"] == "dev").sum() == math.ceil(0.1 * 24)   # dev carved from the 24 train rows
 
 
+# ---- the evaluation subset of the test split ----
+
+def test_test_subset_is_a_fixed_stratified_part_of_the_test_split():
+    table = split_table(fpb(test_subset={"size": 200, "seed": 3}))
+    subset = table.filter(pl.col("test_subset"))
+    assert subset.height == 200 and (subset["split"] == "test").all()
+    test = table.filter(pl.col("split") == "test")
+    for label, n in label_counts(test).items():
+        assert abs(label_counts(subset)[label] - 200 * n / test.height) <= 1, label
+    again = split_table(fpb(test_subset={"size": 200, "seed": 3}))
+    assert again["test_subset"].to_list() == table["test_subset"].to_list()
+    other_seed = split_table(fpb(test_subset={"size": 200, "seed": 4}))
+    assert other_seed["split"].to_list() == table["split"].to_list()         # the split itself is unchanged
+    assert other_seed["test_subset"].to_list() != table["test_subset"].to_list()
+
+
+def test_test_subset_larger_than_the_test_split_marks_all_of_it():
+    table = split_table(fpb("allagree", test_subset={"size": 10_000}))
+    assert table["test_subset"].to_list() == (table["split"] == "test").to_list()
+
+
+def test_test_subset_of_a_regression_dataset_is_stratified_by_target_tercile():
+    table = split_table(semeval(test_subset={"size": 30, "seed": 0}))
+    test = table.filter(pl.col("split") == "test")
+    low, high = np.quantile(test["target"].to_numpy(), [1 / 3, 2 / 3])
+    subset = table.filter(pl.col("test_subset"))["target"].to_numpy()
+    assert len(subset) == 30
+    per_tercile = [(subset < low).sum(), ((subset >= low) & (subset <= high)).sum(), (subset > high).sum()]
+    assert all(9 <= n <= 11 for n in per_tercile), per_tercile
+
+
+def test_no_test_subset_column_unless_asked_for():
+    assert "test_subset" not in split_table(fpb("allagree")).columns
+
+
+# ---- published splits of other studies ----
+
+def test_fingpt_split_is_the_datasets_25_percent_test_with_seed_42():
+    table = split_table(fpb(split={"method": "fingpt"}))
+    sizes = dict(table.group_by("split").len().iter_rows())
+    assert sizes["test"] == 1212 and sizes["train"] + sizes["dev"] == 3634     # ceil(0.25 × 4846) test rows
+    assert 363 <= sizes["dev"] <= 366                                           # 10% of FinGPT's train
+    # datasets' train_test_split draws numpy's default_rng(seed).permutation and takes the head as test.
+    expected = np.sort(np.random.default_rng(42).permutation(4846)[:1212])
+    assert np.flatnonzero((table["split"] == "test").to_numpy()).tolist() == expected.tolist()
+    assert_stratified(table, 0.03)
+
+
+def test_fingpt_split_only_on_the_50agree_file():
+    with pytest.raises(DataError, match="FinGPT's split is defined on the 4846 rows of the 50agree file"):
+        split_table(fpb("allagree", split={"method": "fingpt"}))
+
+
+@pytest.mark.parametrize("agreement, train_and_dev, test", [("50agree", 3392, 1454), ("allagree", 1584, 680)])
+def test_helm_split_is_the_last_30_percent_after_shuffling_lines_with_seed_121(agreement, train_and_dev, test):
+    table = split_table(fpb(agreement, split={"method": "helm"}))
+    sizes = dict(table.group_by("split").len().iter_rows())
+    assert (sizes["train"] + sizes["dev"], sizes["test"]) == (train_and_dev, test)   # int(0.7 × lines) train
+    # HELM's own steps on the file's lines (financial_phrasebank_scenario.py), compared by sentence and label.
+    name = {"50agree": "Sentences_50Agree.txt", "allagree": "Sentences_AllAgree.txt"}[agreement]
+    with open(REPO / "data/raw/fpb" / name, encoding="iso-8859-1") as f:
+        lines = list(f.readlines())
+    random.Random(121).shuffle(lines)
+    helm_test = sorted(tuple(x.strip() for x in line.strip().rsplit("@", 1)) for line in lines[int(len(lines) * 0.7):])
+    ours = sorted(table.filter(pl.col("split") == "test").select("text", "label").iter_rows())
+    assert ours == helm_test
+
+
+def test_peer_splits_need_the_fpb_loader(tmp_path):
+    ds = semeval(split={"method": "helm"})
+    with pytest.raises(DataError, match="split method 'helm'.*use loader fpb"):
+        split_table(ds)
+
+
 # ---- sha256 and prepare ----
 
+FPB_SHA256 = {
+    "Sentences_50Agree.txt": "bb1b4df6de05d50b146f87a9d4d024b69f947066445f2384f014c3564c1612c8",
+    "Sentences_66Agree.txt": "725adb1de7d33977b0c2f63c33d5ad60e3c623b916856e18663915dfe47b6981",
+    "Sentences_75Agree.txt": "a7ca39fb9dc60aed1c323ee635494aed4acdfc05e0349a9e74367502325303a4",
+    "Sentences_AllAgree.txt": "5fb370b3005b9a2759f708849a691ad2e4d2593d4c995c1afde229398a516594",
+}
+
+
 def test_sha256_of_the_shipped_files_verifies():
-    digests = verify_sha256(fpb("allagree", sha256={
-        "Sentences_AllAgree.txt": "5fb370b3005b9a2759f708849a691ad2e4d2593d4c995c1afde229398a516594"}))
-    assert digests == {"Sentences_AllAgree.txt": "5fb370b3005b9a2759f708849a691ad2e4d2593d4c995c1afde229398a516594"}
+    assert verify_sha256(fpb("allagree", sha256=FPB_SHA256)) == FPB_SHA256
+
+
+def test_the_configs_pin_every_fpb_file_they_read():
+    for name in ("config.yaml", "paper.yaml", "smoke.yaml"):
+        ds = tbconfig.load(REPO / "config" / name)["datasets"]["fpb"]
+        assert ds["sha256"] == FPB_SHA256, name
 
 
 def test_a_changed_byte_fails_the_sha256_check(tmp_path):
@@ -232,17 +464,78 @@ def test_a_changed_byte_fails_the_sha256_check(tmp_path):
 
 def test_prepare_writes_table_splits_and_manifest(tmp_path):
     out = tmp_path / "results/data/fpb"
-    table = prepare_dataset(fpb("allagree"), "fpb", out / "table.parquet", out / "splits.csv", out / "manifest.json")
+    table = prepare_dataset(fpb(test_subset={"size": 100}), "fpb", out / "table.parquet", out / "splits.csv",
+                            out / "manifest.json")
     written = pl.read_parquet(out / "table.parquet")
     assert written.equals(table)
-    assert written.columns == ["id", "text", "label", "group", "split", "source_line"]
+    assert written.columns == ["id", "text", "label", "agreement", "group", "split", "test_subset", "source_line"]
     splits = pl.read_csv(out / "splits.csv")
-    assert splits.columns == ["id", "split"]
-    assert splits.equals(written.select("id", "split"))
+    assert splits.columns == ["id", "split", "test_subset", "agreement"]
+    assert splits.equals(written.select("id", "split", "test_subset", "agreement"))
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["rows"] == 2264
-    assert manifest["raw_sha256"] == {
-        "Sentences_AllAgree.txt": "5fb370b3005b9a2759f708849a691ad2e4d2593d4c995c1afde229398a516594"}
-    assert sum(manifest["rows_per_split"].values()) == 2264
+    assert manifest["rows"] == 4846
+    assert manifest["raw_sha256"] == FPB_SHA256
+    assert manifest["rows_per_split"] == {"dev": 485, "test": 485, "train": 3876}
     assert manifest["rows_per_label"]["train"]["negative"] > 0
+    assert manifest["duplicate_texts"] == {"rows": 16, "groups": 8, "conflicting_label_groups": 2}
+    assert manifest["texts_in_two_splits"] == 0
+    assert sum(manifest["rows_per_agreement"]["test"].values()) == 485
+    assert manifest["test_subset"]["rows"] == 100 and sum(manifest["test_subset"]["rows_per_label"].values()) == 100
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "splits.csv", "table.parquet"]
+
+
+def test_prepare_manifest_counts_texts_a_peer_split_puts_on_both_sides(tmp_path):
+    out = tmp_path / "results/data/fpb"
+    table = prepare_dataset(fpb(split={"method": "fingpt"}), "fpb", out / "table.parquet", out / "splits.csv",
+                            out / "manifest.json")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["split_method"] == "fingpt"
+    assert manifest["texts_in_two_splits"] == len(texts_in_two_splits(table)) > 0
+    assert "test_subset" not in pl.read_csv(out / "splits.csv").columns
+
+
+def test_prepare_imports_no_torch(tmp_path):
+    """prepare runs in the light data environment: no split, not even FinGPT's (datasets), may load torch."""
+    script = f"""
+import sys
+sys.path.insert(0, {str(REPO / "workflow")!r})
+from tunebench import config
+from tunebench.data.prepare import prepare_dataset
+ds = config.load({str(REPO / "config/config.yaml")!r})["datasets"]["fpb"]
+ds["split"] = {{**ds["split"], "method": "fingpt"}}
+prepare_dataset(ds, "fpb", {str(tmp_path / "t.parquet")!r}, {str(tmp_path / "s.csv")!r}, {str(tmp_path / "m.json")!r})
+assert "torch" not in sys.modules, "torch was imported"
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=REPO, capture_output=True, text=True)
+    assert (tmp_path / "t.parquet").exists()
+
+
+def test_every_published_anchor_names_a_split_method_we_have():
+    anchors = yaml.safe_load((REPO / "data/reference/published.yaml").read_text())["anchors"]
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    methods = set(schema["$defs"]["dataset"]["properties"]["split"]["properties"]["method"]["enum"])
+    for a in anchors:
+        assert a["split_method"] in methods | {"other"}, a
+        if a["split_method"] in ("fingpt", "helm"):
+            assert a["dataset"] == "fpb", a
+        if a["split_method"] == "given":
+            assert a["dataset"] == "tfns", a
+    assert {a["split_method"] for a in anchors} >= {"fingpt", "given", "other"}
+
+
+@pytest.mark.parametrize("key, value, fragment", [
+    ("records", "data/items", "'datasets.d.records'"),
+    ("test_subset", {"seed": 1}, "'datasets.d.test_subset'"),
+    ("test_subset", {"size": 0}, "'datasets.d.test_subset.size'"),
+    ("split", {"method": "finben"}, "'datasets.d.split.method'"),
+])
+def test_new_dataset_keys_are_checked_by_the_schema(key, value, fragment):
+    with pytest.raises(tbconfig.ConfigError, match=fragment):
+        resolve("d", {"loader": "fpb", "path": "data/raw/fpb", "task": "classification", "labels": FPB_LABELS,
+                      key: value})
+
+
+def test_new_dataset_keys_default_to_none():
+    ds = fpb()
+    assert ds["records"] is None and ds["test_subset"] is None
+    assert fpb(test_subset={"size": 5})["test_subset"] == {"size": 5, "seed": 0}

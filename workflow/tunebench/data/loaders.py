@@ -1,4 +1,5 @@
-"""Raw corpora → one validated table per dataset: `id, text, label|target, group, split`.
+"""Raw corpora → one validated table per dataset: `id, text, label|target, group, split` (and, for FPB, each
+row's highest annotator `agreement` level).
 
 Every loader reports problems as DataError naming the file and the line or row, so a user can open the file
 and fix it. Nothing here silently drops or repairs a row.
@@ -10,12 +11,17 @@ import csv
 import io
 import json
 import math
+import re
+from collections import Counter
 from pathlib import Path
 
 import polars as pl
 
 from tunebench import files
+from tunebench.data.decoding import first_control_character, read_text
+from tunebench.data.errors import DataError
 
+# The four agreement levels of Financial PhraseBank, lowest first: each file is a subset of the one before.
 FPB_FILES = {
     "50agree": "Sentences_50Agree.txt",
     "66agree": "Sentences_66Agree.txt",
@@ -24,15 +30,14 @@ FPB_FILES = {
 }
 
 
-class DataError(ValueError):
-    """A problem in an input file, named by file and line/row."""
-
-
 def raw_files(ds: dict) -> list[Path]:
-    """The raw files a dataset reads (they are the `prepare` rule's inputs and what sha256 covers)."""
+    """The raw files a dataset reads (they are the `prepare` rule's inputs and what sha256 covers).
+    The first is the one whose rows become the table."""
     path = Path(ds["path"])
     if ds["loader"] == "fpb":
-        return [path / FPB_FILES[ds["agreement"]]]
+        # All four levels, for each row's `agreement` stratum; the configured level's file holds the rows.
+        return [path / FPB_FILES[ds["agreement"]]] + [path / name for level, name in FPB_FILES.items()
+                                                     if level != ds["agreement"]]
     if ds["loader"] == "tfns":
         return [path / "sent_train.csv", path / "sent_valid.csv"]
     if ds["loader"] == "hf":
@@ -64,28 +69,29 @@ def raw_dir(ds: dict) -> Path:
 # --- loaders: each returns rows as dicts with keys id, text, label|target, group, split, line -------------
 
 
-def _decode(path: Path, encoding: str) -> list[str]:
-    data = path.read_bytes()
-    if not data.strip():
+def _lines(path: Path, encoding: str) -> list[str]:
+    text = read_text(path, encoding)
+    if not text.strip():
         raise DataError(f"{path}: file is empty")
-    lines = data.split(b"\n")
-    out = []
-    for i, raw in enumerate(lines, start=1):
-        try:
-            out.append(raw.decode(encoding).rstrip("\r"))
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path}, line {i}: bytes not valid {encoding} at column {e.start + 1}: "
-                            f"{raw[max(0, e.start - 10):e.end + 10]!r}") from None
-    return out
+    return [line.rstrip("\r") for line in text.split("\n")]
 
 
 def load_fpb(ds: dict) -> list[dict]:
-    """Financial PhraseBank: latin-1, CRLF, `sentence@label`, split on the last '@'."""
-    path = raw_files(ds)[0]
+    """Financial PhraseBank: the configured agreement level's rows, each with the highest level it reaches."""
+    rows = _read_fpb_file(raw_files(ds)[0])
+    by_level = {level: rows if level == ds["agreement"] else _read_fpb_file(Path(ds["path"]) / name)
+                for level, name in FPB_FILES.items()}
+    for row, level in zip(rows, _highest_agreement(rows, by_level, Path(ds["path"]))):
+        row["agreement"] = level
+    return rows
+
+
+def _read_fpb_file(path: Path) -> list[dict]:
+    """One FPB file: latin-1, CRLF, `sentence@label`, split on the last '@'."""
     # latin-1 decodes any byte, so an undecodable file can only be caught by what it decodes to; the release is
     # latin-1, and a UTF-8 re-encoding shows up as mojibake like 'Ã¤'. Refuse it rather than train on it.
     rows = []
-    for i, line in enumerate(_decode(path, "latin-1"), start=1):
+    for i, line in enumerate(_lines(path, "latin-1"), start=1):
         if not line.strip():
             continue
         if "Ã" in line and any(c in line for c in "¤¶©¼¥"):
@@ -96,6 +102,30 @@ def load_fpb(ds: dict) -> list[dict]:
             raise DataError(f"{path}, line {i}: no '@' separating sentence and label: {line[:60]!r}")
         rows.append({"id": f"fpb-{i}", "text": text.strip(), "label": label.strip(), "line": i})
     return rows
+
+
+def _highest_agreement(rows: list[dict], by_level: dict[str, list[dict]], folder: Path) -> list[str]:
+    """The highest agreement level each row reaches, matched on (sentence, label) and counted in rows, not
+    texts: a sentence that appears twice at one level but once at the next has one row at each level, and a
+    sentence whose duplicate rows disagree on the label reaches a level only with the label given there."""
+    counts = {level: Counter((r["text"], r["label"]) for r in level_rows) for level, level_rows in by_level.items()}
+    levels = list(FPB_FILES)
+    for lower, higher in zip(levels, levels[1:]):
+        seen = Counter()
+        for r in by_level[higher]:
+            key = (r["text"], r["label"])
+            seen[key] += 1
+            if seen[key] > counts[lower][key]:
+                raise DataError(f"{folder / FPB_FILES[higher]}, line {r['line']}: this sentence with label "
+                                f"'{r['label']}' is not in {FPB_FILES[lower]} (or not as often); each agreement "
+                                f"level's file should be a subset of the level below")
+    seen = Counter()
+    highest = []
+    for r in rows:
+        key = (r["text"], r["label"])
+        seen[key] += 1
+        highest.append(next(level for level in reversed(levels) if counts[level][key] >= seen[key]))
+    return highest
 
 
 def load_tfns(ds: dict) -> list[dict]:
@@ -111,7 +141,7 @@ def load_tfns(ds: dict) -> list[dict]:
 def load_semeval17(ds: dict) -> list[dict]:
     """SemEval-2017 Task 5 headlines: JSON list of {id, company, title, sentiment}; grouped by title."""
     path = raw_files(ds)[0]
-    items = _read_json_list(path)
+    items, _ = _read_json(path)
     rows = []
     for i, item in enumerate(items):
         for key in ("id", "company", "title", "sentiment"):
@@ -130,6 +160,9 @@ def load_table(ds: dict) -> list[dict]:
     if not path.exists():
         raise DataError(f"{path}: file not found")
     suffix = path.suffix.lower()
+    if ds.get("records") is not None and suffix != ".json":
+        raise DataError(f"{path}: config key 'records' (a JSON pointer) applies to .json files only")
+    keys = None
     if suffix == ".csv" or suffix == ".tsv":
         records = _read_csv(path, delimiter="\t" if suffix == ".tsv" else ",")
     elif suffix == ".parquet":
@@ -141,7 +174,7 @@ def load_table(ds: dict) -> list[dict]:
             r["line"] = i
     elif suffix in (".jsonl", ".ndjson"):
         records = []
-        for i, line in enumerate(_decode(path, "utf-8"), start=1):
+        for i, line in enumerate(_lines(path, "utf-8"), start=1):
             if not line.strip():
                 continue
             try:
@@ -153,14 +186,17 @@ def load_table(ds: dict) -> list[dict]:
             rec["line"] = i
             records.append(rec)
     elif suffix == ".json":
-        records = _read_json_list(path)
-        for i, r in enumerate(records):
-            r["line"] = i
+        records, keys = _read_json(path, ds.get("records"))
+        records = [dict(r, line=i) for i, r in enumerate(records)]
     else:
         raise DataError(f"{path}: unknown file type '{suffix}' (expected .csv, .tsv, .parquet, .jsonl or .json)")
     if not records:
         raise DataError(f"{path}: no rows")
-    return _map_columns(path, records, ds)
+    rows = _map_columns(path, records, ds)
+    if keys is not None and "id" not in ds["columns"]:
+        for row, key in zip(rows, keys):   # an object keyed by id: the key is the id
+            row["id"] = key
+    return rows
 
 
 def load_hf(ds: dict) -> list[dict]:
@@ -210,11 +246,7 @@ def _map_columns(path: Path, records: list[dict], ds: dict) -> list[dict]:
 
 
 def _read_csv(path: Path, required=(), delimiter=",") -> list[dict]:
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = path.read_bytes()[: e.start].count(b"\n") + 1
-        raise DataError(f"{path}, line {line}: bytes not valid UTF-8 ({e.reason})") from None
+    text = read_text(path, "utf-8")
     if not text.strip():
         raise DataError(f"{path}: file is empty")
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
@@ -231,19 +263,72 @@ def _read_csv(path: Path, required=(), delimiter=",") -> list[dict]:
     return rows
 
 
-def _read_json_list(path: Path) -> list[dict]:
+def _read_json(path: Path, pointer: str | None = None) -> tuple[list[dict], list[str] | None]:
+    """The records of a JSON file: the list (or the object keyed by id) at `pointer` (RFC 6901; None: the
+    whole document, which must then be a list). Returns the records and, for an object, their keys."""
+    def refuse_repeated_keys(pairs):
+        # json.loads would keep the last of two equal keys, silently losing a row of an object keyed by id.
+        obj = {}
+        for key, value in pairs:
+            if key in obj:
+                raise DataError(f"{path}: key '{key}' appears twice in one JSON object")
+            obj[key] = value
+        return obj
+
     try:
-        data = json.loads(path.read_bytes().decode("utf-8-sig"))
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: bytes not valid UTF-8 at byte {e.start}") from None
+        data = json.loads(read_text(path, "utf-8"), object_pairs_hook=refuse_repeated_keys)
     except json.JSONDecodeError as e:
         raise DataError(f"{path}, line {e.lineno}: not valid JSON ({e.msg})") from None
-    if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON list of objects, got a {type(data).__name__}")
-    for i, item in enumerate(data):
+    if pointer is None:
+        if not isinstance(data, list):
+            raise DataError(f"{path}: expected a JSON list of objects, got a {type(data).__name__} (with loader "
+                            f"table, the dataset key `records` takes the JSON pointer of records nested inside)")
+        items, keys = data, None
+    else:
+        node = resolve_json_pointer(data, pointer, path)
+        if isinstance(node, list):
+            items, keys = node, None
+        elif isinstance(node, dict):
+            items, keys = list(node.values()), list(node)
+        else:
+            raise DataError(f"{path}: JSON pointer '{pointer}' (config key records) points at a "
+                            f"{_json_type(node)}; expected a list of objects or an object of objects keyed by id")
+    for i, item in enumerate(items):
         if not isinstance(item, dict):
-            raise DataError(f"{path}, item {i}: expected an object, got {type(item).__name__}")
-    return data
+            which = f"item {i}" + (f" (key '{keys[i]}')" if keys else "") + (f" of '{pointer}'" if pointer else "")
+            raise DataError(f"{path}, {which}: expected an object, got {type(item).__name__}")
+    return items, keys
+
+
+def resolve_json_pointer(document, pointer: str, path: Path):
+    """The node at `pointer` (RFC 6901): '' is the whole document, '/data/0' is key 'data', then item 0;
+    in a key, '~1' stands for '/' and '~0' for '~'."""
+    node, walked = document, ""
+    for token in pointer.split("/")[1:]:
+        key = token.replace("~1", "/").replace("~0", "~")
+        where = f"'{walked}'" if walked else "the top level"
+        if isinstance(node, dict):
+            if key not in node:
+                known = ", ".join(f"'{k}'" for k in list(node)[:10])
+                raise DataError(f"{path}: JSON pointer '{pointer}' (config key records) does not resolve: no key "
+                                f"'{key}' in the object at {where} (keys: {known})")
+            node = node[key]
+        elif isinstance(node, list):
+            # RFC 6901: an index is a decimal number without leading zeros.
+            if not re.fullmatch(r"0|[1-9][0-9]*", key) or int(key) >= len(node):
+                raise DataError(f"{path}: JSON pointer '{pointer}' (config key records) does not resolve: no "
+                                f"item '{key}' in the list at {where}, which has {len(node)} items")
+            node = node[int(key)]
+        else:
+            raise DataError(f"{path}: JSON pointer '{pointer}' (config key records) does not resolve: the value "
+                            f"at {where} is a {_json_type(node)}, which has no '{key}'")
+        walked += f"/{token}"
+    return node
+
+
+def _json_type(value) -> str:
+    names = {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
 
 
 LOADERS = {"fpb": load_fpb, "tfns": load_tfns, "semeval17": load_semeval17, "table": load_table, "hf": load_hf}
@@ -279,6 +364,10 @@ def validate_rows(rows: list[dict], ds: dict, name: str) -> pl.DataFrame:
             raise DataError(f"{where(r)}: expected a text, got {type(text).__name__} {text!r}")
         if not text or not text.strip():
             raise DataError(f"{where(r)}: empty text")
+        # Text files were scanned as they were decoded; Parquet, JSON escapes (\u0000) and hub data arrive here.
+        control = first_control_character(text)
+        if control:
+            raise DataError(f"{where(r)}: {control} in the text")
         r["text"] = text.strip()
         rid = str(r["id"]) if r.get("id") is not None else ""
         if not rid:
@@ -305,6 +394,8 @@ def validate_rows(rows: list[dict], ds: dict, name: str) -> pl.DataFrame:
         columns["label"] = [r["label"] for r in rows]
     else:
         columns["target"] = [r["target"] for r in rows]
+    if "agreement" in rows[0]:
+        columns["agreement"] = [r["agreement"] for r in rows]
     columns["group"] = [r.get("group") for r in rows]
     columns["given_split"] = [None if r.get("split") is None else str(r["split"]) for r in rows]
     columns["split_value"] = [None if r.get("split_value") is None else str(r["split_value"]) for r in rows]
