@@ -11,7 +11,8 @@ from tunebench.methods import generative
 from tunebench.modeling import loading, prompts
 
 LABELS = ["negative", "neutral", "positive"]
-FAST = {"epochs": 4, "batch_size": 8, "learning_rate": 1.0e-2, "logging_steps": 1, "precision": "fp32"}
+FAST = {"epochs": 4, "batch_size": 8, "learning_rate": 1.0e-2, "logging_steps": 1, "precision": "fp32",
+        "min_steps": None}   # the strategy default step floor would multiply these tiny runs
 
 
 def t5_spec(make_spec, tiny_t5, strategy="generative_lora", task="classification", **method):

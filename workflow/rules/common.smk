@@ -125,16 +125,16 @@ def selection_inputs(wc):
 def selection_params(wc):
     """The run settings of the trials: those of the method's first seed."""
     seeds = sorted(r.seed for r in RUNS if (r.dataset, r.model, r.method) == (wc.dataset, wc.model, wc.method))
-    return run_params(wc) | {"seed": seeds[0] if seeds else 0}
+    return run_params(wc, seed=seeds[0] if seeds else 0)
 
 
-def run_params(wc):
+def run_params(wc, seed=None):
     """Only the slice of config this run depends on: editing another method reruns nothing here."""
     return {
         "dataset": wc.dataset,
         "model": wc.model,
         "method": wc.method,
-        "seed": int(wc.seed),
+        "seed": int(wc.seed) if seed is None else seed,
         "dataset_cfg": config["datasets"][wc.dataset],
         "model_cfg": model_cfg(wc.model),
         "method_cfg": config["methods"][wc.method],
