@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tunebench.evaluation import metrics
+from tunebench.evaluation import answers, metrics
 from tunebench.evaluation.aggregate import aggregate_runs
 from tunebench.evaluation.report import build_report
 
@@ -303,3 +303,58 @@ def test_snakemake_report_includes_tables_and_figures(smoke_run):
     assert figures and all(name in page for name in figures)
     for name in ("runs.csv", "summary.csv", "comparisons.csv", "report.md", "report.html"):
         assert name in page, name
+
+
+def test_generated_answers_strata_dev_choices_and_readme_table(tmp_path):
+    """decoding both → a `<method>-gen` run from the generate block; agreement strata from the table; the
+    setting chosen on dev with its edge flag; a did-not-learn mark; the cross-model comparison; README's
+    table written by the report."""
+    from tunebench import runner
+
+    rng = np.random.default_rng(1)
+    gold = [LABELS[i] for i in rng.integers(0, 3, 200)]
+    ids = [f"fpb-{i:04d}" for i in range(200)]
+    table = tmp_path / "table.parquet"
+    pl.DataFrame({"id": ids, "agreement": ["allagree" if i % 2 else "50agree" for i in range(200)]}).write_parquet(table)
+    selection = {"grid": [1e-4, 3e-4, 1e-3], "chosen": 1e-3, "on_edge": True, "selection_time_s": 12.5,
+                 "dev_metric": "macro_f1", "dev_by_learning_rate": {}}
+    check = {"learned": False, "reason": "dev macro_f1 0.2 not better than the trivial baseline's 0.3"}
+    full = write_run(tmp_path, "fpb", "tiny", "full", 0, gold, noisy_labels(rng, gold, 0.8), strategy="full",
+                     cost={"selection": selection, "learning_check": check, "precision": "bf16"})
+    icl = write_run(tmp_path, "fpb", "llm", "llm_k0", 0, gold, noisy_labels(rng, gold, 0.6), strategy="icl",
+                    method_cfg={"k": 0, "selection": "random", "decoding": "both"})
+    generated = [None if i % 4 == 0 else p for i, p in enumerate(noisy_labels(rng, gold, 0.5))]
+    preds = pl.read_parquet(icl / "predictions.parquet").with_columns(pl.Series("generated_prediction", generated))
+    preds.write_parquet(icl / "predictions.parquet")
+    record = json.loads((icl / "metrics.json").read_text())
+    spec = type("Spec", (), {"task": "classification", "labels": LABELS, "method_cfg": {}})()
+    record["metrics"]["generate"] = {**runner.test_metrics(spec, gold, generated, True),
+                                     **answers.parse_rule_metrics(gold, generated, "classification", LABELS)}
+    (icl / "metrics.json").write_text(json.dumps(record))
+    out = tmp_path / "results"
+    aggregate_runs([d / "metrics.json" for d in (full, icl)], [d / "predictions.parquet" for d in (full, icl)],
+                   out / "runs.csv", out / "summary.csv", out / "comparisons.csv", out / "strata.csv",
+                   tables={"fpb": table}, comparisons=[["full", "llm_k0"], ["llm_k0", "llm_k0-gen"]],
+                   bootstrap_samples=200)
+    runs = pl.read_csv(out / "runs.csv")
+    assert sorted(runs["method"].to_list()) == ["full", "llm_k0", "llm_k0-gen"]
+    gen = runs.filter(pl.col("method") == "llm_k0-gen").row(0, named=True)
+    assert gen["unparseable_rate"] == pytest.approx(0.25) and gen["decoding"] == "generate"
+    assert runs.filter(pl.col("method") == "full")["chosen_on_dev"][0] == "learning_rate=0.001"
+    strata = pl.read_csv(out / "strata.csv").filter(pl.col("metric") == "accuracy")
+    assert set(strata["agreement"]) == {"allagree", "50agree"} and set(strata["n_test"]) == {100}
+    # The strata accuracies average back to the whole test set's.
+    whole = runs.filter(pl.col("method") == "full")["accuracy"][0]
+    assert strata.filter(pl.col("method") == "full")["mean"].mean() == pytest.approx(whole)
+    pairs = pl.read_csv(out / "comparisons.csv")
+    assert {("full", "llm_k0"), ("llm_k0", "llm_k0-gen")} <= set(zip(pairs["a"], pairs["b"]))
+    build_report(out / "runs.csv", out / "summary.csv", out / "comparisons.csv",
+                 REPO / "data" / "reference" / "published.yaml", out / "report.md", out / "report.html",
+                 strata_csv=out / "strata.csv", readme_md=out / "readme_table.md")
+    md = (out / "report.md").read_text()
+    assert "⚠ did not learn, edge" in md and "| fpb | full (tiny) | learning_rate=0.001 | 0.0001 0.0003 0.001 | edge |" in md
+    assert "### Fine-tuning vs prompting" in md and "prompting, zero-shot (generated answers)" in md
+    assert "| llm_k0-gen | llm | 0.250 |" in md   # the parse-rule table
+    assert "### By annotator agreement" in md and "allagree (n = 100)" in md
+    readme = (out / "readme_table.md").read_text()
+    assert "| llm_k0-gen | llm | 1 |" in readme and readme.startswith("**fpb** (macro-F1, 95% interval)")

@@ -56,11 +56,16 @@ def run_dirs():
     return [f"results/runs/{r.path}" for r in RUNS]
 
 
+def study_datasets():
+    return list(dict.fromkeys(r.dataset for r in RUNS))
+
+
 def final_outputs():
     return [
         "results/runs.csv",
         "results/summary.csv",
         "results/comparisons.csv",
+        "results/strata.csv",
         "results/report.md",
         "results/report.html",
     ]

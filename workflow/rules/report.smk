@@ -6,11 +6,14 @@ rule aggregate:
     input:
         metrics=[f"{d}/metrics.json" for d in run_dirs()],
         predictions=[f"{d}/predictions.parquet" for d in run_dirs()],
+        tables=[f"results/data/{d}/table.parquet" for d in study_datasets()],
     output:
         runs=report("results/runs.csv", caption="../report/runs.rst", category="Tables"),
         summary=report("results/summary.csv", caption="../report/summary.rst", category="Tables"),
         comparisons=report("results/comparisons.csv", caption="../report/comparisons.rst", category="Tables"),
+        strata=report("results/strata.csv", caption="../report/strata.rst", category="Tables"),
     params:
+        datasets=study_datasets(),
         stats=lambda wc: report_settings("comparisons", "bootstrap_samples", "confidence"),
         version=tunebench.__version__,
     log:
@@ -26,11 +29,13 @@ rule report:
         runs="results/runs.csv",
         summary="results/summary.csv",
         comparisons="results/comparisons.csv",
+        strata="results/strata.csv",
         anchors=config["report"]["published_anchors"],
     output:
         markdown=report("results/report.md", caption="../report/report.rst", category="Report"),
         html=report("results/report.html", caption="../report/report_html.rst", category="Report"),
         # build_report writes its figures to figures/ next to report.md.
+        readme_table="results/readme_table.md",
         figures=report(directory("results/figures"), patterns=["{name}.png"], caption="../report/figures.rst",
                        category="Figures", labels={"figure": "{name}"}),
     params:

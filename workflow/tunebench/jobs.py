@@ -74,13 +74,14 @@ def aggregate(inp, out, params, wildcards, threads):
     from tunebench.evaluation.aggregate import aggregate_runs
 
     aggregate_runs(list(inp.metrics), list(inp.predictions), out.runs, out.summary, out.comparisons,
-                   **params.stats)
+                   out.strata, tables=dict(zip(params.datasets, inp.tables)), **params.stats)
 
 
 def report(inp, out, params, wildcards, threads):
     from tunebench.evaluation.report import build_report
 
-    build_report(inp.runs, inp.summary, inp.comparisons, inp.anchors, out.markdown, out.html, **params.settings)
+    build_report(inp.runs, inp.summary, inp.comparisons, inp.anchors, out.markdown, out.html,
+                 strata_csv=inp.strata, readme_md=out.readme_table, **params.settings)
 
 
 JOBS = {"prepare": prepare, "tokenize": tokenize, "encode_features": encode_features, "import_model": import_model,

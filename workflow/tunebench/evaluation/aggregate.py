@@ -1,12 +1,21 @@
-"""Finished runs → three tables: runs.csv, summary.csv and comparisons.csv.
+"""Finished runs → four tables: runs.csv, summary.csv, comparisons.csv and strata.csv.
 
-runs.csv        one row per run: identity, every scalar metric, the cost facts and the method's key settings.
+A run with `decoding: both` counts as two: its scored answers under its own name and its freely generated
+answers as `<method>-gen` (their metrics are the run's metrics.json `generate` block).
+
+runs.csv        one row per run: identity, every scalar metric, the cost facts, the method's key settings, the
+                setting chosen on dev (learning rate or head penalty, and whether it sits on the grid's edge)
+                and the did-it-learn check.
 summary.csv     long format, one row per (dataset, model, method, metric): mean and sd over seeds and a
                 bootstrap CI — over test examples with one seed, over seeds and test examples with several
                 (see stats.py). Metrics are recomputed from predictions.parquet with the same vectorised
                 functions for the point and every resample, and checked against metrics.json.
 comparisons.csv for each configured pair [a, b] and dataset: a − b per metric with its paired-bootstrap CI,
                 the relative gain in percent with its CI, and McNemar's exact p (classification).
+                Methods on different models (an encoder vs a generative model) are compared where no
+                same-model pair exists.
+strata.csv      datasets with an `agreement` column (FPB): each group's test metrics on the sentences of each
+                annotator-agreement level (mean over seeds) — how much of the error sits in the ambiguous ones.
 """
 
 from __future__ import annotations
@@ -24,13 +33,14 @@ from tunebench.evaluation import stats
 from tunebench.families import NO_MODEL
 from tunebench.evaluation.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 
-IDENTITY = ["dataset", "task", "model", "method", "strategy", "family", "seed", "loader"]
+IDENTITY = ["dataset", "task", "model", "method", "strategy", "family", "seed", "loader", "split_method"]
 COST_ORDER = ["trainable_params", "total_params", "trainable_fraction", "train_time_s", "eval_time_s",
               "wall_time_s", "peak_rss_mb", "tokens_per_s", "train_rows"]
 # Method settings a reader needs beside the numbers: shots (embedding few-shot) and k (ICL demonstrations;
 # for top_k the number of trained layers), and the caps.
 SETTINGS = ["shots", "k", "selection", "classifier", "decoding", "r", "variant",
-            "max_train_samples", "max_test_samples"]
+            "max_train_samples", "test_subset"]
+DEV_CHOICE = ["chosen_on_dev", "grid", "on_edge", "selection_time_s", "learned", "learning_note"]
 TOLERANCE = 1e-6  # recomputed vs recorded metric
 SUMMARY_SCHEMA = {"dataset": pl.String, "task": pl.String, "model": pl.String, "method": pl.String,
                   "metric": pl.String, "mean": pl.Float64, "sd": pl.Float64, "ci_low": pl.Float64,
@@ -138,6 +148,21 @@ def load_run(metrics_path, predictions_path) -> Run:
     return Run(record, predictions, Path(metrics_path).parent)
 
 
+def generated_run(run: Run) -> Run | None:
+    """The freely generated answers of a `decoding: both` run, as the run `<method>-gen`."""
+    generated = run.record["metrics"].get("generate")
+    if not isinstance(generated, dict) or "generated_prediction" not in run.predictions.columns:
+        return None
+    config = {**run.record["config"], "method": {**run.method_cfg, "decoding": "generate"}}
+    record = {**run.record, "method": f"{run.method}-gen", "metrics": generated, "config": config}
+    predictions = run.predictions.select("id", "gold", pl.col("generated_prediction").alias("prediction"))
+    return Run(record, predictions, run.run_dir)
+
+
+def with_generated_runs(runs: list[Run]) -> list[Run]:
+    return [r for run in runs for r in (run, generated_run(run)) if r is not None]
+
+
 class Bootstrap:
     """Replicates of each run's metrics on a given list of test ids, computed once and cached."""
 
@@ -165,16 +190,41 @@ def _scalar(v) -> bool:
 
 def run_row(run: Run) -> dict:
     rec = run.record
-    row = {k: rec.get(k) for k in IDENTITY if k != "loader"}
+    row = {k: rec.get(k) for k in IDENTITY if k not in ("loader", "split_method")}
     row["loader"] = rec["config"]["dataset"].get("loader")
+    row["split_method"] = (rec["config"]["dataset"].get("split") or {}).get("method")
     row.update({k: v for k, v in rec["metrics"].items() if _scalar(v)})
     cost = {k: v for k, v in rec.get("cost", {}).items() if _scalar(v)}
     if cost.get("trainable_params") is not None and cost.get("total_params"):
         cost["trainable_fraction"] = cost["trainable_params"] / cost["total_params"]
     row.update(cost)
     row.update({k: run.method_cfg.get(k) for k in SETTINGS if k in run.method_cfg})
+    row.update(chosen_on_dev(run))
+    check = rec.get("cost", {}).get("learning_check")
+    if isinstance(check, dict):
+        row.update(learned=check["learned"], learning_note=check["reason"])
     row["run_dir"] = str(run.run_dir)
     return row
+
+
+def chosen_on_dev(run: Run) -> dict:
+    """What was chosen on dev for this run: the learning rate from its grid (rule tune_<family>) or the head's
+    L2 penalty from C_grid / alpha_grid, and whether the choice sits on an edge of the grid."""
+    cost = run.record.get("cost", {})
+    selection, head = cost.get("selection"), cost.get("selected")
+    if isinstance(selection, dict):
+        return {"chosen_on_dev": f"learning_rate={selection['chosen']:g}", "grid": _grid(selection["grid"]),
+                "on_edge": bool(selection["on_edge"]), "selection_time_s": selection.get("selection_time_s")}
+    if isinstance(head, dict) and len(head) == 1:
+        (key, value), = head.items()
+        grid = sorted(run.method_cfg.get(f"{key}_grid") or [value])
+        return {"chosen_on_dev": f"{key}={value:g}", "grid": _grid(grid),
+                "on_edge": len(grid) > 1 and value in (grid[0], grid[-1])}
+    return {}
+
+
+def _grid(values) -> str:
+    return " ".join(f"{v:g}" for v in values)
 
 
 def runs_table(runs: list[Run]) -> pl.DataFrame:
@@ -188,7 +238,8 @@ def runs_table(runs: list[Run]) -> pl.DataFrame:
     cost_cols = [k for k in COST_ORDER if k in seen] + sorted(k for k in seen if k in cost_keys
                                                               and k not in COST_ORDER and k not in metrics_cols)
     settings_cols = [k for k in SETTINGS if k in seen and k not in metrics_cols + cost_cols]
-    columns = IDENTITY + metrics_cols + cost_cols + settings_cols + ["run_dir"]
+    dev_cols = [k for k in DEV_CHOICE if k in seen]
+    columns = IDENTITY + metrics_cols + cost_cols + settings_cols + dev_cols + ["run_dir"]
     return pl.DataFrame({c: [row.get(c) for row in rows] for c in columns}, strict=False)
 
 
@@ -242,10 +293,12 @@ def summary_rows(group: tuple, runs: list[Run], boot: Bootstrap, confidence: flo
 # ---- comparisons.csv --------------------------------------------------------------------------------------
 
 def model_pairs(groups, dataset: str, a: str, b: str) -> list[tuple[str, str]]:
-    """Same model where both methods use one, else against the model-free method."""
+    """Same model where both methods use one, else against the model-free method; methods that share no model
+    (a fine-tuned encoder vs a prompted LLM) are compared across models."""
     models_a = [m for (d, m, meth) in groups if d == dataset and meth == a]
     models_b = [m for (d, m, meth) in groups if d == dataset and meth == b]
-    return [(ma, mb) for ma in models_a for mb in models_b if ma == mb or NO_MODEL in (ma, mb)]
+    pairs = [(ma, mb) for ma in models_a for mb in models_b]
+    return [(ma, mb) for ma, mb in pairs if ma == mb or NO_MODEL in (ma, mb)] or pairs
 
 
 def mcnemar_p(runs_a: list[Run], runs_b: list[Run], ids: list[str]) -> float:
@@ -284,11 +337,38 @@ def comparison_rows(dataset, pair, runs_a, runs_b, boot, confidence) -> list[dic
     return rows
 
 
+# ---- strata.csv -------------------------------------------------------------------------------------------
+
+STRATA_SCHEMA = {"dataset": pl.String, "model": pl.String, "method": pl.String, "agreement": pl.String,
+                 "n_test": pl.Int64, "metric": pl.String, "mean": pl.Float64, "n_seeds": pl.Int64}
+
+
+def strata_rows(group: tuple, runs: list[Run], table: pl.DataFrame | None) -> list[dict]:
+    """Test metrics per annotator-agreement level of the test sentences, mean over the group's seeds."""
+    if table is None or "agreement" not in table.columns or runs[0].task != "classification":
+        return []
+    levels = table.select("id", "agreement")
+    per_level: dict[str, list[dict]] = {}
+    sizes: dict[str, int] = {}
+    for run in runs:
+        joined = run.predictions.join(levels, on="id", how="left")
+        for (level,), part in joined.group_by("agreement", maintain_order=True):
+            gold, pred, unparsed = run.arrays(part["id"].sort().to_list())
+            per_level.setdefault(str(level), []).append(run.metric_fn()(gold, pred, unparsed))
+            sizes[str(level)] = part.height
+    dataset, model, method = group
+    return [{"dataset": dataset, "model": model, "method": method, "agreement": level, "n_test": sizes[level],
+             "metric": metric, "mean": float(np.mean([m[metric] for m in seeds])), "n_seeds": len(seeds)}
+            for level, seeds in sorted(per_level.items()) for metric in seeds[0]]
+
+
 # ---- the rule ---------------------------------------------------------------------------------------------
 
-def aggregate_runs(metrics_paths, predictions_paths, runs_csv, summary_csv, comparisons_csv,
-                   comparisons=(), bootstrap_samples: int = 2000, confidence: float = 0.95) -> None:
-    runs = [load_run(m, p) for m, p in zip(metrics_paths, predictions_paths)]
+def aggregate_runs(metrics_paths, predictions_paths, runs_csv, summary_csv, comparisons_csv, strata_csv=None,
+                   tables: dict | None = None, comparisons=(), bootstrap_samples: int = 2000,
+                   confidence: float = 0.95) -> None:
+    """`tables`: dataset → its table.parquet (for the agreement strata)."""
+    runs = with_generated_runs([load_run(m, p) for m, p in zip(metrics_paths, predictions_paths)])
     boot = Bootstrap(bootstrap_samples)
     groups = groups_of(runs)
     summary = [row for group, members in groups.items()
@@ -306,5 +386,10 @@ def aggregate_runs(metrics_paths, predictions_paths, runs_csv, summary_csv, comp
     files.write_csv(runs_csv, runs_table(runs))
     files.write_csv(summary_csv, pl.DataFrame(summary, schema=SUMMARY_SCHEMA))
     files.write_csv(comparisons_csv, pl.DataFrame(compared, schema=COMPARISON_SCHEMA))
+    if strata_csv is not None:
+        loaded = {d: pl.read_parquet(path) for d, path in (tables or {}).items()}
+        strata = [row for group, members in groups.items()
+                  for row in strata_rows(group, members, loaded.get(group[0]))]
+        files.write_csv(strata_csv, pl.DataFrame(strata, schema=STRATA_SCHEMA))
     print(f"aggregated {len(runs)} runs in {len(groups)} groups; {len(compared)} comparison rows")
 

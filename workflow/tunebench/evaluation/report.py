@@ -10,7 +10,6 @@ Snakemake's report) and embedded as base64 in the HTML, which therefore makes no
 from __future__ import annotations
 
 import base64
-import html
 from pathlib import Path
 
 import matplotlib
@@ -34,10 +33,13 @@ FEW_SHOT = {"embedding_zero_shot", "embedding_few_shot", "icl"}
 
 
 def build_report(runs_csv, summary_csv, comparisons_csv, anchors_yaml, report_md, report_html,
-                 primary_metric="macro_f1", dictionary_words: int = 15) -> None:
+                 primary_metric="macro_f1", dictionary_words: int = 15, strata_csv=None, readme_md=None) -> None:
+    """The report (Markdown, rendered once more as HTML) and, if `readme_md` is given, the short results table
+    that README.md carries verbatim."""
     runs = _read(runs_csv)
     summary = _read(summary_csv)
     comparisons = _read(comparisons_csv)
+    strata = _read(strata_csv) if strata_csv is not None else None
     anchors_doc = yaml.safe_load(Path(anchors_yaml).read_text()) or {}
     anchors = anchors_doc.get("anchors", [])
     figures = Path(report_md).parent / "figures"
@@ -48,14 +50,18 @@ def build_report(runs_csv, summary_csv, comparisons_csv, anchors_yaml, report_md
     for dataset in summary["dataset"].unique(maintain_order=True).to_list():
         task = summary.filter(pl.col("dataset") == dataset)["task"][0]
         primary = primary_metric.get(task) if isinstance(primary_metric, dict) else primary_metric
-        context = Dataset(dataset, task, primary, runs, summary, comparisons, figures)
+        context = Dataset(dataset, task, primary, runs, summary, comparisons, figures, strata)
         matching = [i for i, a in enumerate(anchors) if context.matches(a)]
         shown_anchors.update(matching)
         blocks += context.section([anchors[i] for i in matching], dictionary_words)
     blocks += other_anchors([a for i, a in enumerate(anchors) if i not in shown_anchors])
+    blocks += dev_choices(runs)
     blocks += caps(runs)
-    files.write_text(report_md, to_markdown(blocks))
-    files.write_text(report_html, to_html(blocks, figures))
+    markdown = to_markdown(blocks)
+    files.write_text(report_md, markdown)
+    files.write_text(report_html, to_html(markdown, figures))
+    if readme_md is not None:
+        files.write_text(readme_md, readme_table(summary, runs, primary_metric))
 
 
 def _read(path) -> pl.DataFrame:
@@ -108,8 +114,9 @@ def label(method: str, model: str) -> str:
 class Dataset:
     """Everything the report says about one dataset."""
 
-    def __init__(self, name, task, primary, runs, summary, comparisons, figures: Path):
+    def __init__(self, name, task, primary, runs, summary, comparisons, figures: Path, strata=None):
         self.name, self.task, self.primary, self.figures = name, task, primary, figures
+        self.strata = None if strata is None else strata.filter(pl.col("dataset") == name)
         self.runs = runs.filter(pl.col("dataset") == name)
         self.summary = summary.filter(pl.col("dataset") == name)
         self.comparisons = comparisons.filter(pl.col("dataset") == name)
@@ -130,8 +137,16 @@ class Dataset:
         blocks = [("h2", f"{self.name} ({self.task}; ranked by {name})")]
         blocks += self.methods_table()
         if anchors:
-            blocks += [("h3", "Published figures on this dataset (their own splits)"), anchor_table(anchors)]
+            blocks += [("h3", "Published figures on this dataset"),
+                       ("p", "“same split” marks a figure whose split this study rebuilt for this dataset "
+                             "(data/reference/published.yaml names each figure's split method); every other "
+                             "figure was measured on a split of its own and compares only in order of "
+                             "magnitude."),
+                       anchor_table(anchors, self.split_methods())]
+        blocks += self.prompting_vs_finetuning()
         blocks += self.comparison_blocks()
+        blocks += self.parse_rules()
+        blocks += self.strata_table()
         blocks += self.cost_table()
         blocks += self.plots()
         blocks += self.dictionary_words(n_words)
@@ -140,16 +155,118 @@ class Dataset:
     # -- tables
     def methods_table(self) -> list:
         metrics = [self.primary] + [m for m in self.metrics if m != self.primary]
-        header = ["#", "method", "model", "seeds"] + [METRIC_NAMES.get(m, m) for m in metrics]
+        metrics = [m for m in metrics if not m.startswith(("as_neutral_", "dropped_"))]
+        header = ["#", "method", "model", "seeds", "test rows"] + [METRIC_NAMES.get(m, m) for m in metrics] + \
+                 ["notes"]
         rows = []
         for rank, r in enumerate(self.ranked.iter_rows(named=True), 1):
-            cells = [str(rank), r["method"], r["model"], str(r["n_seeds"])]
+            cells = [str(rank), r["method"], r["model"], str(r["n_seeds"]), self.test_rows(r["model"], r["method"])]
             for m in metrics:
                 s = self.summary.filter((pl.col("model") == r["model"]) & (pl.col("method") == r["method"])
                                         & (pl.col("metric") == m))
                 cells.append(self.value_cell(s.row(0, named=True)) if s.height else "–")
-            rows.append(cells)
-        return [("h3", "Methods"), ("table", header, rows)]
+            rows.append(cells + [self.notes(r["model"], r["method"])])
+        legend = ("⚠ did not learn: some seed's run did not beat the trivial baseline (majority class or "
+                  "training mean) on dev, or its training loss stayed flat — not a fair attempt of its strategy. "
+                  "edge: the setting chosen on dev sits on an edge of its grid (a wider grid might do better). "
+                  "Test rows below the others' mark methods scored on the dataset's fixed test subset; compare "
+                  "them with the others in the paired comparisons, which use the shared rows.")
+        return [("h3", "Methods"), ("table", header, rows), ("p", legend)]
+
+    def group_runs(self, model: str, method: str) -> pl.DataFrame:
+        return self.runs.filter((pl.col("model") == model) & (pl.col("method") == method))
+
+    def test_rows(self, model: str, method: str) -> str:
+        runs = self.group_runs(model, method)
+        return fmt_int(runs["n_test"].max()) if "n_test" in runs.columns and runs.height else "–"
+
+    def notes(self, model: str, method: str) -> str:
+        runs, notes = self.group_runs(model, method), []
+        if "learned" in runs.columns and (runs["learned"].cast(pl.String) == "false").any():
+            notes.append("⚠ did not learn")
+        if "on_edge" in runs.columns and (runs["on_edge"].cast(pl.String) == "true").any():
+            notes.append("edge")
+        return ", ".join(notes)
+
+    def split_methods(self) -> set[str]:
+        return set(self.runs["split_method"].drop_nulls().to_list()) if "split_method" in self.runs.columns \
+            else set()
+
+    # -- Fatemi & Hu's question
+    def approach(self, r: dict) -> str | None:
+        """Which side of "fine-tuning vs prompting" a run is on (None: a baseline)."""
+        strategy, method = r["strategy"], r["method"]
+        if strategy == "icl":
+            kind = "generated answers" if method.endswith("-gen") else "label scoring"
+            if not r.get("k"):
+                return f"prompting, zero-shot ({kind})"
+            return f"prompting, {r.get('selection') or 'random'} demonstrations ({kind})"
+        if strategy.startswith("generative_"):
+            return "fine-tuned generative" + (" (generated answers)" if method.endswith("-gen") else "")
+        if r["family"] == "encoder":
+            return "fine-tuned encoder"
+        return None
+
+    def prompting_vs_finetuning(self) -> list:
+        groups = self.runs.unique(["model", "method"], maintain_order=True)
+        members = [(self.approach(r), r) for r in groups.iter_rows(named=True)]
+        members = [(a, r) for a, r in members if a is not None]
+        if not any(a.startswith("prompting") for a, _ in members):
+            return []
+        stats = {(r["model"], r["method"]): r for r in
+                 self.summary.filter(pl.col("metric") == self.primary).iter_rows(named=True)}
+        name = METRIC_NAMES.get(self.primary, self.primary)
+        header = ["approach", "method", "model", "k", "seeds", "test rows", name]
+        rows = []
+        for approach, r in sorted(members, key=lambda m: (m[0], m[1].get("k") or 0)):
+            s = stats.get((r["model"], r["method"]))
+            if s is not None:
+                rows.append([approach, r["method"], r["model"], "" if r["strategy"] != "icl" else str(r.get("k") or 0),
+                             str(s["n_seeds"]), self.test_rows(r["model"], r["method"]), self.value_cell(s)])
+        text = ("Fatemi & Hu's question — does fine-tuning beat zero- and few-shot prompting of an instruction-"
+                "tuned model, and do more demonstrations help? — on this dataset. Demonstrations come from the "
+                "training split only (drawn at random once per seed, or the most similar training texts per test "
+                "text). Label scoring picks the label word with the highest length-normalised log-likelihood; "
+                "generated answers are parsed, an unparseable one counts as wrong (other rules below). The paired "
+                "differences with their intervals are in the comparisons that follow, on the shared test rows.")
+        return [("h3", "Fine-tuning vs prompting"), ("p", text), ("table", header, rows)]
+
+    def parse_rules(self) -> list:
+        """Generated answers under the three parse-failure rules, beside their unparseable rate."""
+        if self.task != "classification":
+            return []
+        by = {(r["model"], r["method"], r["metric"]): r["mean"] for r in self.summary.iter_rows(named=True)}
+        generated = [(m, meth) for (m, meth, metric) in by if metric == "unparseable_rate"]
+        if not generated:
+            return []
+        metric = self.primary
+        header = ["method", "model", "unparseable rate", f"{METRIC_NAMES.get(metric, metric)}: count as wrong",
+                  "map to neutral (FinGPT)", "drop (PIXIU)"]
+        rows = [[meth, model, fmt(by.get((model, meth, "unparseable_rate"))), fmt(by.get((model, meth, metric))),
+                 fmt(by.get((model, meth, f"as_neutral_{metric}"))), fmt(by.get((model, meth, f"dropped_{metric}")))]
+                for model, meth in generated]
+        text = ("Free-generation answers that name no label: ours count them as wrong; FinGPT's benchmark maps them "
+                "to neutral; PIXIU/FinBen-style scoring leaves them out (so its metric is over the parsed answers "
+                "only). Published generative figures follow their authors' rule.")
+        return [("h3", "Unparseable answers under three scoring rules"), ("p", text), ("table", header, rows)]
+
+    def strata_table(self) -> list:
+        if self.strata is None or self.strata.is_empty():
+            return []
+        strata = self.strata.filter(pl.col("metric") == self.primary)
+        levels = strata.unique("agreement", maintain_order=True).sort("agreement", descending=True)
+        sizes = dict(zip(levels["agreement"].to_list(), levels["n_test"].to_list()))
+        header = ["method", "model"] + [f"{level} (n = {sizes[level]})" for level in sizes]
+        rows = []
+        for r in self.ranked.iter_rows(named=True):
+            mine = strata.filter((pl.col("model") == r["model"]) & (pl.col("method") == r["method"]))
+            values = dict(zip(mine["agreement"].to_list(), mine["mean"].to_list()))
+            if values:
+                rows.append([r["method"], r["model"]] + [fmt(values.get(level)) for level in sizes])
+        text = (f"{METRIC_NAMES.get(self.primary, self.primary)} on the test sentences of each annotator-agreement "
+                "level (a sentence's highest level; means over seeds; strata.csv has every metric). Errors on "
+                "sentences annotators disagreed on are partly label noise.")
+        return [("h3", "By annotator agreement"), ("p", text), ("table", header, rows)]
 
     @staticmethod
     def value_cell(s: dict) -> str:
@@ -205,23 +322,37 @@ class Dataset:
 
     def cost_means(self) -> pl.DataFrame:
         fields = [c for c in ("trainable_params", "total_params", "trainable_fraction", "train_time_s",
-                              "peak_rss_mb", "tokens_per_s", "wall_time_s") if c in self.runs.columns]
+                              "eval_time_s", "n_test", "selection_time_s", "peak_rss_mb", "tokens_per_s",
+                              "wall_time_s") if c in self.runs.columns]
         numeric = [pl.col(c).cast(pl.Float64, strict=False).mean().alias(c) for c in fields]
-        return self.runs.group_by(["model", "method"], maintain_order=True).agg(numeric)
+        labels = [pl.col(c).cast(pl.String).drop_nulls().unique().sort().str.join("/").alias(c)
+                  for c in ("precision", "qlora_path") if c in self.runs.columns]
+        return self.runs.group_by(["model", "method"], maintain_order=True).agg(numeric + labels)
 
     def cost_table(self) -> list:
         costs = {(r["model"], r["method"]): r for r in self.cost_means().iter_rows(named=True)}
         header = ["method", "model", "trainable params", "fraction trainable", "train time (s)",
-                  "peak memory (MB)", "tokens/s", "wall time (s)"]
+                  "dev selection (s)", "s per 1,000 test examples", "precision", "peak memory (MB)", "tokens/s",
+                  "wall time (s)"]
         rows = []
         for r in self.ranked.iter_rows(named=True):
             c = costs.get((r["model"], r["method"]), {})
             fraction = c.get("trainable_fraction")
+            per_1000 = None if not c.get("n_test") or c.get("eval_time_s") is None else \
+                1000 * c["eval_time_s"] / c["n_test"]
+            precision = c.get("precision") or "–"
+            if c.get("qlora_path"):
+                precision += f" ({c['qlora_path']})"
             rows.append([r["method"], r["model"], fmt_int(c.get("trainable_params")),
                          "–" if fraction is None else f"{fraction:.3%}", fmt(c.get("train_time_s"), 1),
+                         fmt(c.get("selection_time_s"), 1), fmt(per_1000, 1), precision,
                          fmt_int(c.get("peak_rss_mb")), fmt_int(c.get("tokens_per_s")),
                          fmt(c.get("wall_time_s"), 1)])
-        return [("h3", "Cost (means over seeds)"), ("table", header, rows)]
+        text = ("Training time excludes the dev selection of the learning rate, which ran once per method and "
+                "dataset (its own column); test time is per 1,000 examples, so full-test and test-subset runs "
+                "compare. Precision is the one used (auto resolves to bf16 only where the CPU or GPU has fast "
+                "bf16).")
+        return [("h3", "Cost (means over seeds)"), ("p", text), ("table", header, rows)]
 
     # -- plots
     def plots(self) -> list:
@@ -386,10 +517,11 @@ def fmt_p(p) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def anchor_table(anchors: list[dict]):
-    header = ["source", "model / method", "dataset, split", "metric", "value", "note"]
+def anchor_table(anchors: list[dict], our_splits: set[str] = frozenset()):
+    header = ["source", "model / method", "dataset, split", "same split", "metric", "value", "note"]
     rows = [[a.get("source", ""), f"{a.get('model', '')} / {a.get('method', '')}",
              f"{a.get('dataset_detail', a.get('dataset', ''))}; {a.get('split', '')}",
+             "same split" if a.get("split_method") in our_splits else "",
              METRIC_NAMES.get(a.get("metric"), str(a.get("metric", ""))),
              str(a.get("value", "")), a.get("note", "")] for a in anchors]
     return ("table", header, rows)
@@ -402,13 +534,50 @@ def other_anchors(anchors: list[dict]) -> list:
             ("p", "Other domains, claims and costs from the literature, for context only."), anchor_table(anchors)]
 
 
+def dev_choices(runs: pl.DataFrame) -> list:
+    """How the settings were chosen: the value each method took on dev, from which grid, at what cost."""
+    if "chosen_on_dev" not in runs.columns:
+        return []
+    chosen = runs.filter(pl.col("chosen_on_dev").is_not_null()).unique(["dataset", "model", "method"],
+                                                                        maintain_order=True)
+    rows = [[r["dataset"], label(r["method"], r["model"]), r["chosen_on_dev"], r["grid"],
+             "edge" if str(r["on_edge"]).lower() == "true" else "", fmt(r.get("selection_time_s"), 1)]
+            for r in chosen.iter_rows(named=True)]
+    text = ("Every learning rate and head penalty was chosen on the dev split, per dataset, never on test: for "
+            "trained strategies by a short trial per learning rate of the grid (a quarter of the final run's steps), "
+            "then every seed trained at the best one; for the head by fitting each penalty of its grid to "
+            "convergence. \"edge\" marks a choice on the grid's edge. Other settings (budgets, k, templates) are "
+            "fixed in the config, the same for every method of a family.")
+    return [("h2", "How settings were chosen"), ("p", text),
+            ("table", ["dataset", "method", "chosen on dev", "grid", "", "selection time (s)"], rows)]
+
+
+def readme_table(summary: pl.DataFrame, runs: pl.DataFrame, primary_metric) -> str:
+    """The results table README.md carries: per dataset, every method's primary metric (mean over seeds with
+    its interval), best first."""
+    lines = []
+    for dataset in summary["dataset"].unique(maintain_order=True).to_list():
+        part = summary.filter(pl.col("dataset") == dataset)
+        task = part["task"][0]
+        metric = primary_metric.get(task) if isinstance(primary_metric, dict) else primary_metric
+        ranked = part.filter(pl.col("metric") == metric).sort("mean", descending=primary_direction(metric) > 0)
+        lines += [f"**{dataset}** ({METRIC_NAMES.get(metric, metric)}, {ranked['confidence'][0]:.0%} interval)", "",
+                  "| method | model | seeds | value |", "|---|---|---|---|"]
+        lines += [f"| {r['method']} | {r['model']} | {r['n_seeds']} | {Dataset.value_cell(r)} |"
+                  for r in ranked.iter_rows(named=True)]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def caps(runs: pl.DataFrame) -> list:
     capped = []
-    for column in ("max_train_samples", "max_test_samples"):
+    for column in ("max_train_samples", "test_subset"):
         if column in runs.columns:
-            rows = runs.filter(pl.col(column).is_not_null()).unique(["dataset", "model", "method"],
-                                                                   maintain_order=True)
-            capped += [f"{r['dataset']}: {label(r['method'], r['model'])} — {column} = {r[column]}"
+            rows = runs.filter(pl.col(column).is_not_null() & (pl.col(column).cast(pl.String) != "false"))
+            rows = rows.unique(["dataset", "model", "method"], maintain_order=True)
+            capped += [f"{r['dataset']}: {label(r['method'], r['model'])} — " +
+                       (f"{column} = {r[column]}" if column == "max_train_samples" else
+                        f"scored on the fixed test subset ({fmt_int(r.get('n_test'))} rows)")
                        for r in rows.iter_rows(named=True)]
     text = ("These runs used a cap on training or test rows, so they saw less data than the others:"
             if capped else "No run was capped: every method trained and was tested on all its rows.")
@@ -450,27 +619,14 @@ figcaption { font-size: 0.85rem; color: #555; }
 """
 
 
-def to_html(blocks: list, figures: Path) -> str:
-    e = html.escape
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           "<title>tunebench report</title>", f"<style>{STYLE}</style></head><body>"]
-    for block in blocks:
-        kind = block[0]
-        if kind in ("h1", "h2", "h3"):
-            out.append(f"<{kind}>{e(block[1])}</{kind}>")
-        elif kind == "p":
-            out.append(f"<p>{e(block[1])}</p>")
-        elif kind == "list":
-            out.append("<ul>" + "".join(f"<li>{e(item)}</li>" for item in block[1]) + "</ul>")
-        elif kind == "table":
-            _, header, rows = block
-            out.append("<table><thead><tr>" + "".join(f"<th>{e(str(h))}</th>" for h in header) + "</tr></thead>"
-                       "<tbody>" + "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>"
-                                           for row in rows) + "</tbody></table>")
-        elif kind == "figure":
-            _, name, caption = block
-            data = base64.b64encode((figures / name).read_bytes()).decode("ascii")
-            out.append(f'<figure><img src="data:image/png;base64,{data}" alt="{e(caption)}">'
-                       f"<figcaption>{e(caption)}</figcaption></figure>")
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"
+def to_html(markdown: str, figures: Path) -> str:
+    """The Markdown report rendered as one self-contained page: the same text by construction, the figures
+    embedded as base64 so the page makes no request of its own."""
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
+    for path in sorted(figures.glob("*.png")):
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        body = body.replace(f'src="figures/{path.name}"', f'src="data:image/png;base64,{data}"')
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>tunebench report</title>\n"
+            f"<style>{STYLE}</style></head><body>\n{body}</body></html>\n")
