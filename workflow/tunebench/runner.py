@@ -37,7 +37,7 @@ class RunSpec:
     embeddings_path: str | None = None   # icl with similar demonstrations: cached sentence embeddings
     lexicon_path: str | None = None      # lm_dictionary: the Loughran-McDonald word list
     model_dir: str | None = None         # a GGUF model entry: its converted safetensors folder (rule import_model)
-    selection_path: str | None = None    # a method with a learning_rate_grid: its selection (rule select_learning_rate)
+    selection_path: str | None = None    # a method with a learning_rate_grid: its selection (rule tune_<family>)
     extra: dict = field(default_factory=dict)
 
     @property

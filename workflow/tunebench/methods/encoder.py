@@ -170,7 +170,7 @@ class TrainingData:
 
 
 def select(spec: RunSpec) -> dict:
-    """Rule select_learning_rate: the learning rate of `learning_rate_grid` best on dev, by short trials."""
+    """Rule tune_encoder: the learning rate of `learning_rate_grid` best on dev, by short trials."""
     _setup(spec)
     data = TrainingData(spec)
     return training.select_learning_rate(spec, len(data.train), data.trial)

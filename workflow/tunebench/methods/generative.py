@@ -182,6 +182,10 @@ class Setup:
         train_rows, self.dev_rows = spec.split("train"), spec.split("dev")
         if cfg["max_train_samples"] and cfg["max_train_samples"] < train_rows.height:
             train_rows = train_rows.sample(cfg["max_train_samples"], seed=spec.seed)
+        # Scoring a dev prompt costs as much as a test prompt: trials, early stopping and the did-it-learn check
+        # use one fixed sample of dev (the same rows for every seed and every learning rate).
+        if cfg["max_dev_samples"] and cfg["max_dev_samples"] < self.dev_rows.height:
+            self.dev_rows = self.dev_rows.sample(cfg["max_dev_samples"], seed=0).sort("id")
         self.train, self.dev = self.examples.training_set(train_rows), self.examples.training_set(self.dev_rows)
 
     def fit(self, spec: RunSpec):
@@ -194,7 +198,7 @@ class Setup:
 
 
 def select(spec: RunSpec) -> dict:
-    """Rule select_learning_rate: the learning rate of `learning_rate_grid` best on dev, by short trials."""
+    """Rule tune_generative: the learning rate of `learning_rate_grid` best on dev, by short trials."""
     setup = Setup(spec)
     return training.select_learning_rate(spec, len(setup.train), setup.trial)
 
@@ -217,7 +221,7 @@ def run(spec: RunSpec) -> RunOutput:
     info.update(decoding=setup.decoding, learning_rate=spec.method_cfg["learning_rate"], selection=selection,
                 template=type(examples.fmt).__name__, prompt_template=setup.template.header + setup.template.block,
                 tokens_run_eval=result.prompt_tokens, best_dev_metric=dev, dev_metric=training.dev_metric(spec.task)[0],
-                best_dev_loss=trainer.state.best_metric,
+                best_dev_loss=trainer.state.best_metric, dev_rows_scored=setup.dev_rows.height,
                 quantization=f"4bit-{cfg['quant_type']}" if spec.strategy in QUANTIZED else None,
                 model_source=loading.model_source(spec.model_cfg, spec.model_dir))
     if spec.strategy in QUANTIZED:
