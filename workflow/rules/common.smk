@@ -1,4 +1,5 @@
 # Config validation, wildcard constraints and the helpers that derive every target from config.
+import os
 import re
 import sys
 from pathlib import Path

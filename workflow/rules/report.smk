@@ -40,6 +40,7 @@ rule report:
                        category="Figures", labels={"figure": "{name}"}),
     params:
         settings=lambda wc: report_settings("primary_metric", "dictionary_words"),
+        config_file=os.path.relpath(workflow.configfiles[-1]) if workflow.configfiles else None,
         version=tunebench.__version__,
     log:
         "logs/report.log",

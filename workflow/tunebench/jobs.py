@@ -81,7 +81,8 @@ def report(inp, out, params, wildcards, threads):
     from tunebench.evaluation.report import build_report
 
     build_report(inp.runs, inp.summary, inp.comparisons, inp.anchors, out.markdown, out.html,
-                 strata_csv=inp.strata, readme_md=out.readme_table, **params.settings)
+                 strata_csv=inp.strata, readme_md=out.readme_table, config_file=params.config_file,
+                 **params.settings)
 
 
 JOBS = {"prepare": prepare, "tokenize": tokenize, "encode_features": encode_features, "import_model": import_model,

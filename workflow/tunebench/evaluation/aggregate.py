@@ -203,6 +203,7 @@ def run_row(run: Run) -> dict:
     check = rec.get("cost", {}).get("learning_check")
     if isinstance(check, dict):
         row.update(learned=check["learned"], learning_note=check["reason"])
+    row["git_commit"] = (rec.get("provenance") or {}).get("git_commit")
     row["run_dir"] = str(run.run_dir)
     return row
 
@@ -239,7 +240,7 @@ def runs_table(runs: list[Run]) -> pl.DataFrame:
                                                               and k not in COST_ORDER and k not in metrics_cols)
     settings_cols = [k for k in SETTINGS if k in seen and k not in metrics_cols + cost_cols]
     dev_cols = [k for k in DEV_CHOICE if k in seen]
-    columns = IDENTITY + metrics_cols + cost_cols + settings_cols + dev_cols + ["run_dir"]
+    columns = IDENTITY + metrics_cols + cost_cols + settings_cols + dev_cols + ["git_commit", "run_dir"]
     return pl.DataFrame({c: [row.get(c) for row in rows] for c in columns}, strict=False)
 
 
