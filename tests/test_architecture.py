@@ -1,0 +1,141 @@
+"""The layering rules README's architecture section states, checked on the source (no imports run), and the
+claim that a new method touches one module and one registry entry."""
+from __future__ import annotations
+
+import ast
+import sys
+import textwrap
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from tunebench import config as tbconfig
+from tunebench import families, runner
+
+PACKAGE = Path(__file__).resolve().parents[1] / "workflow" / "tunebench"
+HEAVY = ("torch", "transformers", "peft", "bitsandbytes")   # (the `datasets` library is a data reader)
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module the file imports, at any depth (function-level imports count too)."""
+    here = module_name(path).split(".") if PACKAGE in path.parents else []
+    package = here if path.name == "__init__.py" else here[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package[:len(package) - node.level + 1] + ([base] if base else []))
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def string_constants(path: Path) -> list[str]:
+    """String literals that are not docstrings."""
+    tree = ast.parse(path.read_text())
+    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                  if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                  and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    return [n.value for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings]
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def violations(rule) -> list[str]:
+    return sorted(f"{name} imports {imp}" for name, path in MODULES.items() for imp in imports_of(path)
+                  if rule(name, imp))
+
+
+def top(module: str) -> str:
+    return module.split(".")[0]
+
+
+def test_the_layout_is_the_one_the_rules_speak_of():
+    assert {"tunebench.data", "tunebench.evaluation", "tunebench.methods", "tunebench.modeling",
+            "tunebench.config", "tunebench.families", "tunebench.runner"} <= set(MODULES)
+
+
+def test_package_never_imports_snakemake_bench_or_tests():
+    assert violations(lambda name, imp: top(imp) in ("snakemake", "bench", "tests", "conftest")) == []
+
+
+def test_data_and_config_layers_never_import_torch_or_the_model_stack():
+    lower = lambda name: name.startswith("tunebench.data") or name in ("tunebench.config",  # noqa: E731
+                                                                      "tunebench.families")
+    assert violations(lambda name, imp: lower(name) and top(imp) in HEAVY) == []
+
+
+def test_evaluation_never_imports_a_strategy_module():
+    assert violations(lambda name, imp: name.startswith("tunebench.evaluation")
+                      and imp.startswith("tunebench.methods")) == []
+
+
+def test_strategy_modules_never_import_each_other():
+    def rule(name, imp):
+        return (name.startswith("tunebench.methods.") and imp.startswith("tunebench.methods.")
+                and imp.split(".")[2] != name.split(".")[2])
+    assert violations(rule) == []
+
+
+def test_package_never_names_a_repository_path():
+    """Lexicons, tables, caches and outputs reach the package as rule inputs/outputs, never as paths it knows."""
+    found = [f"{name}: {s!r}" for name, path in MODULES.items() for s in string_constants(path)
+             if s.startswith(("results/", "data/raw", "data/reference", "logs/", "config/"))]
+    assert found == []
+
+
+def test_the_rules_catch_a_violation(tmp_path):
+    """The checker itself: a module that breaks a rule is reported."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("import torch\nfrom tunebench.methods import icl\nX = 'results/runs'\n")
+    assert "torch" in imports_of(bad) and "tunebench.methods.icl" in imports_of(bad)
+    assert "results/runs" in string_constants(bad)
+
+
+# ---- a new method: its module and one registry entry ---------------------------------------------------------
+
+TOY_MODULE = '''
+"""toy_median: predicts the training median (a method added by a test)."""
+import polars as pl
+
+from tunebench.runner import RunOutput
+
+
+def run(spec):
+    median = float(spec.split("train")["target"].median())
+    test = spec.split("test")
+    return RunOutput(pl.DataFrame({"id": test["id"], "prediction": [median] * test.height}),
+                     {"trainable_params": 1, "train_rows": spec.split("train").height})
+'''
+
+
+def test_a_new_strategy_needs_only_its_module_and_one_registry_entry(tmp_path, monkeypatch, make_table_spec):
+    (tmp_path / "toy_median_module.py").write_text(textwrap.dedent(TOY_MODULE))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    table = pl.DataFrame({"id": [f"r{i}" for i in range(60)], "text": [f"text {i}" for i in range(60)],
+                          "target": [float(i % 7) for i in range(60)], "group": [f"r{i}" for i in range(60)],
+                          "split": ["train"] * 40 + ["dev"] * 10 + ["test"] * 10})
+    with pytest.raises(tbconfig.ConfigError, match="toy_median"):
+        make_table_spec(table, "regression", None, {"strategy": "toy_median"})
+
+    toy = families.Family("toy", "toy_median_module", "run_toy", "baselines", 1, ("toy_median",),
+                          schema="baseline_method", tasks=frozenset({"regression"}))
+    monkeypatch.setattr(families, "FAMILIES", families.FAMILIES + (toy,))
+    spec = make_table_spec(table, "regression", None, {"strategy": "toy_median"})
+    record = runner.execute(spec, tmp_path / "predictions.parquet", tmp_path / "metrics.json")
+    assert record["family"] == "toy" and record["cost"]["trainable_params"] == 1
+    predictions = pl.read_parquet(tmp_path / "predictions.parquet")
+    assert predictions["prediction"].n_unique() == 1 and "r2" in record["metrics"]
+    assert families.by_rule("run_toy") is toy
+    assert "toy_median_module" in sys.modules
