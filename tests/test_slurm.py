@@ -21,7 +21,8 @@ from polars.testing import assert_frame_equal
 from conftest import REPO, make_workdir, snakemake_cmd
 
 CLUSTER = REPO / "tests/slurm/cluster.sh"
-GPU_RULES = {"finetune_encoder", "finetune_generative", "prompt_llm", "encode_features", "embed_fewshot"}
+GPU_RULES = {"finetune_encoder", "tune_encoder", "finetune_generative", "tune_generative", "prompt_llm",
+             "encode_features", "embed_fewshot"}
 LOCAL_RULES = {"prepare", "aggregate", "report"}
 
 # A slice of the smoke study with one job of each kind: a CPU baseline, tokenisation (CPU), cached features,
