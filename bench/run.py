@@ -1,7 +1,8 @@
 """`python -m bench.run [--quick] [--only NAME ...] [--study-log PATH] [--run-study]`: measure, then write
 latest.json (every number, the machine, the date) and latest.md (figure, workload, value, target, met?).
 
-Figures: finetune (a, b), head_cache (c), icl (d), tokenize (e), snakemake (f), study (g); see README.md.
+Figures: finetune (a, b), head_cache (c), icl (d), tokenize (e), snakemake (f), study (g), qlora (h); see
+README.md.
 With --only, the other figures keep their values from the previous latest.json in the output folder (each figure
 carries its own date and threads; `machine` describes the latest invocation). Quick mode runs tiny slices and tiny models to prove the code runs; its numbers mean
 little, and it writes to bench/results/quick/ unless --out says otherwise.
@@ -30,6 +31,7 @@ FIGURES = {
     "tokenize": ("e", "bench.tokenization"),
     "snakemake": ("f", "bench.workflow"),
     "study": ("g", "bench.workflow"),
+    "qlora": ("h", "bench.qlora"),
 }
 
 # (figure name, key, unit, target text, check); a key without a target is reported for context.
@@ -49,6 +51,13 @@ TARGETS = [
     ("snakemake", "paper_jobs", "", "", None),
     ("study", "default_study_s", "s", "≤ 15 min", lambda v: v <= 15 * 60),
     ("study", "default_study_peak_rss_mb", "MB", "", None),
+    ("qlora", "qlora_step_ratio_native", "x", "≤ 2× LoRA's step", lambda v: v <= 2),
+    ("qlora", "qlora_step_ratio_avx2", "x", "≤ 2× LoRA's step", lambda v: v <= 2),
+    ("qlora", "qlora_matmul_4bit_step_ratio_native", "x", "", None),
+    ("qlora", "qlora_matmul_4bit_step_ratio_avx2", "x", "", None),
+    ("qlora", "qlora_dev_accuracy_delta_pts_native", "pts", "", None),
+    ("qlora", "qlora_dev_accuracy_delta_pts_avx2", "pts", "", None),
+    ("qlora", "lora_step_ratio_avx2_vs_native", "x", "", None),
 ]
 
 

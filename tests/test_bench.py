@@ -57,3 +57,16 @@ def test_training_flops_counts_useful_tokens_and_attention():
     lengths = np.array([10, 20])
     # 6 N per token over 30 tokens, plus 12 L d n² summed over sentences (100 + 400), twice for 2 epochs.
     assert training_flops(lengths, params=1000, layers=2, hidden=8, epochs=2) == 2 * (6 * 1000 * 30 + 12 * 2 * 8 * 500)
+
+
+def test_quick_qlora_figure_runs_both_cpu_paths(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--only", "qlora", "--threads", "1",
+                           "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "latest.json").read_text())
+    raw = report["figures"]["qlora"]["raw"]
+    assert raw["avx2"]["lora"]["precision"] == "fp32"
+    # Emulating an AVX2-only CPU switches the 4-bit base to the dequantise-once path; "off" keeps matmul_4bit.
+    assert raw["avx2"]["qlora"]["path"].startswith("4-bit base dequantised once")
+    assert raw["avx2"]["qlora_matmul_4bit"]["path"].startswith("bitsandbytes matmul_4bit")
+    assert report["qlora_step_ratio_native"] > 0 and report["qlora_step_ratio_avx2"] > 0
