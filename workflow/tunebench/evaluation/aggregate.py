@@ -203,7 +203,11 @@ def run_row(run: Run) -> dict:
     check = rec.get("cost", {}).get("learning_check")
     if isinstance(check, dict):
         row.update(learned=check["learned"], learning_note=check["reason"])
-    row["git_commit"] = (rec.get("provenance") or {}).get("git_commit")
+    provenance = rec.get("provenance") or {}
+    machine = provenance.get("hardware") or {}
+    row.update(git_commit=provenance.get("git_commit"), started=provenance.get("started"),
+               ended=provenance.get("ended"),
+               cpu=f"{machine['cpu']} ({machine.get('cpu_count')} cores)" if machine.get("cpu") else None)
     row["run_dir"] = str(run.run_dir)
     return row
 
@@ -240,7 +244,7 @@ def runs_table(runs: list[Run]) -> pl.DataFrame:
                                                               and k not in COST_ORDER and k not in metrics_cols)
     settings_cols = [k for k in SETTINGS if k in seen and k not in metrics_cols + cost_cols]
     dev_cols = [k for k in DEV_CHOICE if k in seen]
-    columns = IDENTITY + metrics_cols + cost_cols + settings_cols + dev_cols + ["git_commit", "run_dir"]
+    columns = IDENTITY + metrics_cols + cost_cols + settings_cols + dev_cols + ["git_commit", "cpu", "started", "ended", "run_dir"]
     return pl.DataFrame({c: [row.get(c) for row in rows] for c in columns}, strict=False)
 
 
