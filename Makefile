@@ -30,6 +30,7 @@ test-fast: $(INSTALLED)
 
 lint: $(INSTALLED)
 	$(BIN)/snakemake --lint
+	$(BIN)/snakefmt --check Snakefile workflow/rules
 
 dryrun: $(INSTALLED)
 	$(BIN)/snakemake --dry-run --quiet rules --configfile config/paper.yaml

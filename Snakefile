@@ -20,10 +20,13 @@ include: "workflow/rules/runs.smk"
 include: "workflow/rules/report.smk"
 
 
-localrules: prepare, aggregate, report
+localrules:
+    prepare,
+    aggregate,
+    report,
 
 
 rule all:
+    default_target: True
     input:
         final_outputs(),
-    default_target: True

@@ -8,13 +8,13 @@ rule prepare:
         table="results/data/{dataset}/table.parquet",
         splits="results/data/{dataset}/splits.csv",
         manifest="results/data/{dataset}/manifest.json",
-    params:
-        dataset_cfg=lambda wc: config["datasets"][wc.dataset],
-        version=tunebench.__version__,
     log:
         "logs/prepare/{dataset}.log",
     conda:
         "../../envs/data.yaml"
+    params:
+        dataset_cfg=lambda wc: config["datasets"][wc.dataset],
+        version=tunebench.__version__,
     script:
         "../scripts/tunebench_job.py"
 
@@ -24,14 +24,14 @@ rule tokenize:
         table="results/data/{dataset}/table.parquet",
     output:
         shards=directory("results/tokenized/{dataset}/{model}/len{max_length}"),
-    params:
-        model_cfg=lambda wc: config["models"][wc.model],
-        version=tunebench.__version__,
-    threads: 2
     log:
         "logs/tokenize/{dataset}/{model}/len{max_length}.log",
     conda:
         "../../envs/train.yaml"
+    threads: 2
+    params:
+        model_cfg=lambda wc: config["models"][wc.model],
+        version=tunebench.__version__,
     script:
         "../scripts/tunebench_job.py"
 
@@ -41,13 +41,13 @@ rule encode_features:
         shards="results/tokenized/{dataset}/{model}/len{max_length}",
     output:
         features="results/features/{dataset}/{model}/{pooling}-len{max_length}.npz",
-    params:
-        model_cfg=lambda wc: config["models"][wc.model],
-        version=tunebench.__version__,
-    threads: 8
     log:
         "logs/encode_features/{dataset}/{model}/{pooling}-len{max_length}.log",
     conda:
         "../../envs/train.yaml"
+    threads: 8
+    params:
+        model_cfg=lambda wc: config["models"][wc.model],
+        version=tunebench.__version__,
     script:
         "../scripts/tunebench_job.py"

@@ -7,15 +7,15 @@ rule import_model:
         gguf=lambda wc: str(tunebench.modeling.sources.gguf_path(config["models"][wc.model])),
     output:
         model_dir=directory("results/models/{model}"),
+    log:
+        "logs/import_model/{model}.log",
+    wildcard_constraints:
+        model=_alternatives(GGUF_MODELS),
+    conda:
+        "../../envs/train.yaml"
+    threads: 2
     params:
         model_cfg=lambda wc: config["models"][wc.model],
         version=tunebench.__version__,
-    wildcard_constraints:
-        model=_alternatives(GGUF_MODELS),
-    threads: 2
-    log:
-        "logs/import_model/{model}.log",
-    conda:
-        "../../envs/train.yaml"
     script:
         "../scripts/tunebench_job.py"

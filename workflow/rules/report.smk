@@ -12,14 +12,14 @@ rule aggregate:
         summary=report("results/summary.csv", caption="../report/summary.rst", category="Tables"),
         comparisons=report("results/comparisons.csv", caption="../report/comparisons.rst", category="Tables"),
         strata=report("results/strata.csv", caption="../report/strata.rst", category="Tables"),
-    params:
-        datasets=study_datasets(),
-        stats=lambda wc: report_settings("comparisons", "bootstrap_samples", "confidence"),
-        version=tunebench.__version__,
     log:
         "logs/aggregate.log",
     conda:
         "../../envs/data.yaml"
+    params:
+        datasets=study_datasets(),
+        stats=lambda wc: report_settings("comparisons", "bootstrap_samples", "confidence"),
+        version=tunebench.__version__,
     script:
         "../scripts/tunebench_job.py"
 
@@ -36,15 +36,20 @@ rule report:
         html=report("results/report.html", caption="../report/report_html.rst", category="Report"),
         # build_report writes its figures to figures/ next to report.md.
         readme_table="results/readme_table.md",
-        figures=report(directory("results/figures"), patterns=["{name}.png"], caption="../report/figures.rst",
-                       category="Figures", labels={"figure": "{name}"}),
-    params:
-        settings=lambda wc: report_settings("primary_metric", "dictionary_words"),
-        config_file=os.path.relpath(workflow.configfiles[-1]) if workflow.configfiles else None,
-        version=tunebench.__version__,
+        figures=report(
+            directory("results/figures"),
+            patterns=["{name}.png"],
+            caption="../report/figures.rst",
+            category="Figures",
+            labels={"figure": "{name}"},
+        ),
     log:
         "logs/report.log",
     conda:
         "../../envs/data.yaml"
+    params:
+        settings=lambda wc: report_settings("primary_metric", "dictionary_words"),
+        config_file=os.path.relpath(workflow.configfiles[-1]) if workflow.configfiles else None,
+        version=tunebench.__version__,
     script:
         "../scripts/tunebench_job.py"

@@ -13,16 +13,16 @@ for _family in families.families():
         output:
             predictions=f"{RUN_DIR}/predictions.parquet",
             metrics=f"{RUN_DIR}/metrics.json",
+        log:
+            f"logs/{_family.rule}/{{dataset}}/{{model}}/{{method}}/seed{{seed}}.log",
+        wildcard_constraints:
+            method=_alternatives(methods_of(_family)),
+        conda:
+            f"../../envs/{_family.env}.yaml"
+        threads: _family.threads
         params:
             run=run_params,
             version=tunebench.__version__,
-        wildcard_constraints:
-            method=_alternatives(methods_of(_family)),
-        threads: _family.threads
-        log:
-            f"logs/{_family.rule}/{{dataset}}/{{model}}/{{method}}/seed{{seed}}.log",
-        conda:
-            f"../../envs/{_family.env}.yaml"
         script:
             "../scripts/tunebench_job.py"
 
@@ -40,15 +40,15 @@ for _family in families.families():
             unpack(selection_inputs),
         output:
             selection="results/selection/{dataset}/{model}/{method}.json",
+        log:
+            f"logs/tune_{_family.name}/{{dataset}}/{{model}}/{{method}}.log",
+        wildcard_constraints:
+            method=_alternatives(methods_of(_family)),
+        conda:
+            f"../../envs/{_family.env}.yaml"
+        threads: _family.threads
         params:
             run=selection_params,
             version=tunebench.__version__,
-        wildcard_constraints:
-            method=_alternatives(methods_of(_family)),
-        threads: _family.threads
-        log:
-            f"logs/tune_{_family.name}/{{dataset}}/{{model}}/{{method}}.log",
-        conda:
-            f"../../envs/{_family.env}.yaml"
         script:
             "../scripts/tunebench_job.py"
