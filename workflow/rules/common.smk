@@ -6,7 +6,9 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
+# tunebench's repository: this file's grandparent (also when the workflow is used as a module from elsewhere).
+TUNEBENCH_REPO = Path(str(workflow.current_basedir)).resolve().parents[1]
+sys.path.insert(0, str(TUNEBENCH_REPO / "workflow"))
 import tunebench  # noqa: E402
 import tunebench.data.loaders  # noqa: E402
 import tunebench.modeling.sources  # noqa: E402
@@ -45,8 +47,15 @@ wildcard_constraints:
     pooling="mean|cls",
 
 
+def shipped_file(relative):
+    """A file tunebench ships: as named, relative to the working directory, when it is there (this repository);
+    else the repository's own copy (tunebench used as a module from another workflow)."""
+    return relative if Path(relative).exists() else str(TUNEBENCH_REPO / relative)
+
+
 # The word list lm_dictionary reads: an input, so that editing it reruns those runs.
-LM_LEXICON = "data/raw/loughran_mcdonald/LoughranMcDonald_SentimentWordLists_2018.csv"
+LM_LEXICON = shipped_file("data/raw/loughran_mcdonald/LoughranMcDonald_SentimentWordLists_2018.csv")
+PUBLISHED_ANCHORS = shipped_file(config["report"]["published_anchors"])
 # Answers of API models, cached across runs (a rerun sends no request): named here, never in the package.
 API_CACHE = "results/cache/api"
 

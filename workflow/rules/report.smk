@@ -30,7 +30,7 @@ rule report:
         summary="results/summary.csv",
         comparisons="results/comparisons.csv",
         strata="results/strata.csv",
-        anchors=config["report"]["published_anchors"],
+        anchors=PUBLISHED_ANCHORS,
     output:
         markdown=report("results/report.md", caption="../report/report.rst", category="Report"),
         html=report("results/report.html", caption="../report/report_html.rst", category="Report"),

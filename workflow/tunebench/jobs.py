@@ -91,14 +91,20 @@ JOBS = {"prepare": prepare, "tokenize": tokenize, "encode_features": encode_feat
 
 def job_function(rule: str):
     """The function of a rule: a method family's rule runs a method, its tune_ rule selects the learning
-    rate, the others are named in JOBS."""
+    rate, the others are named in JOBS. A rule imported from tunebench as a module carries a prefix
+    (`use rule * from tunebench as tb_*`): the longest known name it ends with is the rule."""
     from tunebench import families
 
-    if families.by_rule(rule):
-        return run_method
-    if rule.startswith("tune_"):
-        return select_learning_rate
-    return JOBS[rule]
+    tune_rules = {f"tune_{fam.name}" for fam in families.families() if fam.trains}
+    for start in [0] + [i + 1 for i, char in enumerate(rule) if char == "_"]:
+        name = rule[start:]
+        if families.by_rule(name):
+            return run_method
+        if name in tune_rules:
+            return select_learning_rate
+        if name in JOBS:
+            return JOBS[name]
+    raise KeyError(f"rule '{rule}' is not a tunebench rule")
 
 
 def set_threads(threads: int) -> None:
