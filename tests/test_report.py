@@ -224,10 +224,10 @@ def test_report_has_tables_gains_anchors_words_and_caps(built):
     assert "Wang (2024)" in md.split("## Published figures beside no dataset here")[1]
     assert "learned_dictionary — max_train_samples = 500" in md
     assert "resample seeds as well as test examples" in md
-    for name in ("fpb-by-method", "fpb-vs-params", "fpb-vs-time", "fpb-k-shot", "semeval-by-method"):
+    for name in ("fpb/by-method", "fpb/vs-params", "fpb/vs-time", "fpb/k-shot", "semeval/by-method"):
         assert f"(figures/{name}.png)" in md
         assert (out / "figures" / f"{name}.png").stat().st_size > 1000
-    assert "semeval-k-shot" not in md  # one ICL run with a single k there: no curve
+    assert "semeval/k-shot" not in md  # one ICL run with a single k there: no curve
 
 
 class Images(HTMLParser):
@@ -302,8 +302,10 @@ def test_snakemake_report_includes_tables_and_figures(smoke_run):
     workdir, _ = smoke_run
     run_snakemake(workdir, "--report", "results/snakemake-report.html")
     page = (workdir / "results" / "snakemake-report.html").read_text()
-    figures = sorted(p.name for p in (workdir / "results" / "figures").glob("*.png"))
-    assert figures and all(name in page for name in figures)
+    figures = sorted((workdir / "results" / "figures").rglob("*.png"))
+    assert figures and all(path.name in page for path in figures)
+    # one subcategory per dataset, so the report toggles figures by dataset
+    assert all(path.parent.name in page for path in figures)
     for name in ("runs.csv", "summary.csv", "comparisons.csv", "report.md", "report.html"):
         assert name in page, name
 

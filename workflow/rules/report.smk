@@ -38,10 +38,11 @@ rule report:
         readme_table="results/readme_table.md",
         figures=report(
             directory("results/figures"),
-            patterns=["{name}.png"],
+            patterns=["{dataset}/{figure}.png"],
             caption="../report/figures.rst",
             category="Figures",
-            labels={"figure": "{name}"},
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "figure": "{figure}"},
         ),
     log:
         "logs/report.log",

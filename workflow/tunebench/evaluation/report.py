@@ -377,10 +377,12 @@ class Dataset:
         return blocks
 
     def save(self, fig, kind: str, caption: str):
-        path = self.figures / f"{self.name}-{kind}.png"
+        """figures/<dataset>/<kind>.png: one folder per dataset, so `snakemake --report` can toggle by dataset."""
+        path = self.figures / self.name / f"{kind}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=100, bbox_inches="tight", metadata={"Software": None})
         plt.close(fig)
-        return ("figure", path.name, f"{self.name}: {caption}")
+        return ("figure", f"{self.name}/{kind}.png", f"{self.name}: {caption}")
 
     def plot_by_method(self):
         rows = list(self.ranked.iter_rows(named=True))[::-1]  # best at the top
@@ -651,8 +653,9 @@ def to_html(markdown: str, figures: Path) -> str:
     from markdown_it import MarkdownIt
 
     body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
-    for path in sorted(figures.glob("*.png")):
+    for path in sorted(figures.rglob("*.png")):
         data = base64.b64encode(path.read_bytes()).decode("ascii")
-        body = body.replace(f'src="figures/{path.name}"', f'src="data:image/png;base64,{data}"')
+        name = path.relative_to(figures).as_posix()
+        body = body.replace(f'src="figures/{name}"', f'src="data:image/png;base64,{data}"')
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>tunebench report</title>\n"
             f"<style>{STYLE}</style></head><body>\n{body}</body></html>\n")
