@@ -430,6 +430,8 @@ class Dataset:
         for r in runs.unique(["model", "method"], maintain_order=True).iter_rows(named=True):
             if r["strategy"] == "icl":
                 k, series = r.get("k") or 0, f"{r['model']} · ICL {r.get('selection') or ''}".strip()
+                if r.get("decoding") == "generate" and r["method"].endswith("-gen"):
+                    series += " · generated answers"
             else:
                 k = (r.get("shots") or 0) if r["strategy"] == "embedding_few_shot" else 0
                 series = f"{r['model']} · embedding {r.get('classifier') or 'centroid'}"
