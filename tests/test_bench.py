@@ -70,3 +70,15 @@ def test_quick_qlora_figure_runs_both_cpu_paths(tmp_path):
     assert raw["avx2"]["qlora"]["path"].startswith("4-bit base dequantised once")
     assert raw["avx2"]["qlora_matmul_4bit"]["path"].startswith("bitsandbytes matmul_4bit")
     assert report["qlora_step_ratio_native"] > 0 and report["qlora_step_ratio_avx2"] > 0
+
+
+def test_quick_icl_figure_scores_and_generates_the_same_prompts(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--only", "icl", "--threads", "1",
+                           "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "latest.json").read_text())
+    assert "error" not in report["figures"]["icl"], report["figures"]["icl"].get("error")
+    k10 = report["figures"]["icl"]["raw"]["k10"]
+    assert k10["queries"] == 8 and len(k10["naive_s"]) == len(k10["scoring_s"]) == 3
+    assert k10["shared_prefix_tokens"] > 0   # the demonstrations of a random draw are shared by every prompt
+    assert report["icl_scoring_speedup_k0"] > 0 and report["icl_scoring_speedup_k10"] > 0
