@@ -27,16 +27,19 @@ LOCAL_RULES = {"prepare", "aggregate", "report"}
 
 # A slice of the smoke study with one job of each kind: a CPU baseline, tokenisation (CPU), cached features,
 # a head and an embedding few-shot run (GPU). Each SLURM job costs seconds of start-up, so few jobs.
-RUNS = {"fpb/none/majority/seed0": "run_baseline", "fpb/tiny_bert/head/seed0": "finetune_encoder",
-        "fpb/tiny_bert/few_shot_k1/seed0": "embed_fewshot"}
+# The two baselines go to SLURM as one group job (profiles/slurm: groups, group-components).
+RUNS = {"fpb/none/majority/seed0": "run_baseline", "fpb/none/tfidf/seed0": "run_baseline",
+        "fpb/tiny_bert/head/seed0": "finetune_encoder", "fpb/tiny_bert/few_shot_k1/seed0": "embed_fewshot"}
 EXPECTED_JOBS = {"run_baseline": 1, "tokenize": 1, "encode_features": 1, "finetune_encoder": 1, "embed_fewshot": 1}
+GROUPS = {"baselines": "run_baseline"}
+GROUP_SIZE = {"run_baseline": 2}
 
 
 def slurm_study() -> dict:
     config = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
     config["datasets"] = {"fpb": config["datasets"]["fpb"]}
-    config["methods"] = {m: config["methods"][m] for m in ("majority", "head", "few_shot_k1")}
-    config["study"] = [{"datasets": ["fpb"], "methods": ["majority"]},
+    config["methods"] = {m: config["methods"][m] for m in ("majority", "tfidf", "head", "few_shot_k1")}
+    config["study"] = [{"datasets": ["fpb"], "methods": ["majority", "tfidf"]},
                        {"datasets": ["fpb"], "models": ["tiny_bert"], "methods": ["head", "few_shot_k1"]}]
     config["report"]["comparisons"] = [["head", "majority"]]
     return config
@@ -63,8 +66,11 @@ def slurm_jobs(run_id: str) -> list[dict[str, str]]:
 
 
 def rule_of(job: dict[str, str]) -> str:
-    """The plugin names each job after the run and puts `rule_<name>_wildcards_<values>` in its comment."""
-    return re.match(r"rule_(\w+?)(?:_wildcards_|$)", job["Comment"]).group(1)
+    """The plugin names each job after the run and puts `rule_<name>_wildcards_<values>` in its comment, or
+    `rule_<group>_<rules>` for a group job (mapped to its rule here)."""
+    name = re.match(r"rule_(\w+?)(?:_wildcards_|$)", job["Comment"]).group(1)
+    group = name.split("_", 1)[0]
+    return GROUPS.get(group, name) if name.startswith(f"{group}_") and group in GROUPS else name
 
 
 @pytest.mark.slurm
@@ -91,7 +97,10 @@ def test_smoke_slice_through_slurm_matches_the_local_run(cluster, smoke_run, tmp
     assert not LOCAL_RULES & set(rules)
     requested = profile_resources()
     for rule, job in zip(rules, jobs):
-        asked = requested.get(rule, requested["default"])
+        asked = dict(requested.get(rule, requested["default"]))
+        members = GROUP_SIZE.get(rule, 1)   # a group job asks for the sum of its members' CPUs and memory
+        asked["mem_mb"] = str(int(asked["mem_mb"]) * members)
+        assert int(job["NumCPUs"]) >= members, rule
         assert job["JobState"] == "COMPLETED", (rule, job["JobState"])
         assert job["Requeue"] == "1", rule  # slurm-requeue: the cluster itself requeues nothing (JobRequeue=0)
         assert job["MinMemoryNode"] == f"{asked['mem_mb']}M", rule
@@ -115,6 +124,9 @@ def test_smoke_slice_through_slurm_matches_the_local_run(cluster, smoke_run, tmp
         # The run itself knows it ran inside that SLURM job.
         job = next(job for job in jobs if job["JobId"] == metrics["provenance"]["slurm"]["job_id"])
         assert (rule_of(job), job["Partition"]) == (rule, metrics["provenance"]["slurm"]["job_partition"]), run
+    baseline_jobs = {json.loads((workdir / "results/runs" / run / "metrics.json").read_text())["provenance"]["slurm"]
+                     ["job_id"] for run, rule in RUNS.items() if rule == "run_baseline"}
+    assert len(baseline_jobs) == 1   # both baselines ran inside one SLURM job
 
 
 # --- The profiles themselves, without a cluster ---------------------------------------------------------------
