@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 CORES ?= all
 
-.PHONY: run test test-fast bench lint dryrun clean
+.PHONY: run test test-fast bench lint dryrun clean keep-results
 
 # The venv is (re)built when the dependency list changes. torch is pinned through the constraints file so that
 # the default install never downloads a CUDA build.
@@ -40,6 +40,16 @@ dryrun: $(INSTALLED)
 BENCH_ARGS ?= --study-log bench/results/default_study_time.log
 bench: $(INSTALLED)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# Copy a finished default study into docs/results/ (what README's results block is checked against); give the
+# study's `/usr/bin/time -v` log as STUDY_TIME_LOG to refresh the time estimate's reference as well.
+keep-results: $(INSTALLED)
+	mkdir -p docs/results
+	cp results/readme_table.md results/runs.csv results/summary.csv results/comparisons.csv results/strata.csv \
+	   results/report.md docs/results/
+	rm -rf docs/results/figures && cp -r results/figures docs/results/figures
+	$(if $(STUDY_TIME_LOG),cp $(STUDY_TIME_LOG) docs/results/study_time.log)
+	$(if $(STUDY_TIME_LOG),$(BIN)/python -m tunebench.estimate --write-reference docs/results/study_time.log)
 
 clean:
 	rm -rf results logs .snakemake
