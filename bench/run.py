@@ -86,17 +86,20 @@ def measure(name: str, ctx: Context, args) -> dict:
 
 
 def machine(threads: int) -> dict:
-    from tunebench import provenance
+    from tunebench import hardware, provenance
 
     versions = provenance.package_versions()
-    try:
-        bf16 = "avx512_bf16" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        bf16 = None
-    return {**provenance.hardware(), "avx512_bf16": bf16, "threads": threads,
+    return {**provenance.hardware(), **hardware.isa(), "threads": threads,
             "torch_threads": _torch_threads(), "git_commit": provenance.git_commit(),
             **{name: versions[name] for name in ("torch", "transformers", "datasets", "tokenizers", "snakemake",
                                                  "tunebench")}}
+
+
+def isa_flags() -> str:
+    """The CPU's vector flags that decide the fast paths (avx2, avx512f, avx512_bf16, amx), beside every figure."""
+    from tunebench import hardware
+
+    return " ".join(flag for flag, present in hardware.isa().items() if present) or "none"
 
 
 def _torch_threads() -> int | None:
@@ -132,7 +135,8 @@ def run(args) -> dict:
                 traceback.print_exc()
                 result = {"workload": "", "values": {}, "raw": {}, "error": f"{type(e).__name__}: {e}"}
             figures[name] = {"figure": FIGURES[name][0], "date": started, "quick": args.quick,
-                             "threads": args.threads, "bench_s": time.perf_counter() - t0, **result}
+                             "threads": args.threads, "isa": isa_flags(), "bench_s": time.perf_counter() - t0,
+                             **result}
             for key, value in result["values"].items():
                 print(f"   {key}: {value}", flush=True)
     report = {
@@ -168,7 +172,8 @@ def markdown(report: dict) -> str:
         "# tunebench benchmarks",
         "",
         f"{report['date']} · {m['cpu']} · {m['cpu_count']} cores · {m['threads']} threads · torch {m['torch']} · "
-        f"transformers {m['transformers']} · snakemake {m['snakemake']} · commit {m['git_commit']}",
+        f"transformers {m['transformers']} · snakemake {m['snakemake']} · commit {m['git_commit']} · CPU flags: "
+        f"{' '.join(flag for flag in ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16') if m.get(flag)) or 'none'}",
         "",
     ]
     if report["quick"]:
@@ -184,6 +189,7 @@ def markdown(report: dict) -> str:
             workload = "not run"
         else:
             workload = "(ERROR) " + fig["error"] if fig.get("error") else fig["workload"]
+            workload += f"; CPU flags: {fig.get('isa', 'not recorded')}; measured {fig['date']}"
         if name in shown and fig is not None:
             workload = "as above"
         shown.add(name)
