@@ -18,7 +18,7 @@ $(INSTALLED): pyproject.toml envs/constraints.txt envs/model-packages.txt
 
 # The hardware found and a time estimate first (tunebench.estimate; a failure there never stops the study).
 run: $(INSTALLED)
-	-$(BIN)/python -m tunebench.estimate --configfile config/config.yaml $(if $(filter all,$(CORES)),,--cores $(CORES))
+	-$(BIN)/python -m tunebench.estimate --configfile config/config.yaml --reference docs/results $(if $(filter all,$(CORES)),,--cores $(CORES))
 	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml
 
 test: $(INSTALLED)
@@ -49,7 +49,8 @@ keep-results: $(INSTALLED)
 	   results/report.md docs/results/
 	rm -rf docs/results/figures && cp -r results/figures docs/results/figures
 	$(if $(STUDY_TIME_LOG),cp $(STUDY_TIME_LOG) docs/results/study_time.log)
-	$(if $(STUDY_TIME_LOG),$(BIN)/python -m tunebench.estimate --write-reference docs/results/study_time.log)
+	$(if $(STUDY_TIME_LOG),$(BIN)/python -m tunebench.estimate --configfile config/config.yaml --reference docs/results \
+	   --write-reference docs/results/study_time.log)
 
 clean:
 	rm -rf results logs .snakemake

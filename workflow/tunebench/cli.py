@@ -2,7 +2,7 @@
 
     tunebench validate config/config.yaml      # the schema and semantic checks Snakemake runs first
     tunebench runs config/config.yaml          # every (dataset, model, method, seed) the study makes
-    tunebench estimate --configfile config/config.yaml [--cores N]
+    tunebench estimate --configfile config/config.yaml --reference docs/results [--cores N]
 
 The study itself runs through Snakemake (`make run`); these are the parts a user wants without it.
 """

@@ -1,9 +1,9 @@
 """How long will this study take here? Printed by `make run` before Snakemake starts.
 
-    python -m tunebench.estimate --configfile config/config.yaml [--cores N]
+    python -m tunebench.estimate --configfile config/config.yaml --reference docs/results [--cores N]
 
-The estimate scales the default study's measured job times (docs/results/runs.csv, from the reference machine
-named in docs/results/calibration.json) by how fast this machine trains, from a short calibration: a few
+The estimate scales the default study's measured job times (the reference folder's runs.csv, from the
+reference machine named in its calibration.json) by how fast this machine trains, from a short calibration: a few
 optimizer steps of all-MiniLM-L6-v2 with LoRA (dense matmuls) and with QLoRA (the 4-bit base), timed with the
 threads a job gets here and cached per machine. Runs the reference does not have (another dataset, model or
 method) take the reference mean of their strategy; runs already finished in results/ cost nothing. Each job also
@@ -26,7 +26,6 @@ from pathlib import Path
 from tunebench import config as tbconfig
 from tunebench import hardware, provenance
 
-REFERENCE = Path("docs/results")
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tunebench"
 QUANTIZED = {"qlora", "generative_qlora"}
 CALIBRATION_STEPS, WARMUP_STEPS, BATCH, LENGTH = 6, 2, 32, 48
@@ -199,9 +198,10 @@ def report(est: Estimate, here: dict, meta: dict, cfg: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tunebench.estimate", description=__doc__.split("\n")[0])
-    parser.add_argument("--configfile", default="config/config.yaml")
+    parser.add_argument("--configfile", required=True)
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--reference", type=Path, default=REFERENCE)
+    parser.add_argument("--reference", type=Path, required=True,
+                        help="folder with the reference runs.csv and calibration.json (docs/results here)")
     parser.add_argument("--write-reference", type=Path, metavar="STUDY_TIME_LOG",
                         help="on the reference machine: calibrate and write <reference>/calibration.json, "
                              "fitting the per-job overhead to this `/usr/bin/time -v` log of the study")
