@@ -244,7 +244,8 @@ def runs_table(runs: list[Run]) -> pl.DataFrame:
                                                               and k not in COST_ORDER and k not in metrics_cols)
     settings_cols = [k for k in SETTINGS if k in seen and k not in metrics_cols + cost_cols]
     dev_cols = [k for k in DEV_CHOICE if k in seen]
-    columns = IDENTITY + metrics_cols + cost_cols + settings_cols + dev_cols + ["git_commit", "cpu", "started", "ended", "run_dir"]
+    provenance_cols = ["git_commit", "cpu", "started", "ended", "run_dir"]
+    columns = IDENTITY + metrics_cols + cost_cols + settings_cols + dev_cols + provenance_cols
     return pl.DataFrame({c: [row.get(c) for row in rows] for c in columns}, strict=False)
 
 
