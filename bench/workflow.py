@@ -7,18 +7,22 @@
     The SLURM executor plugin runs `scontrol show config` when it loads; with slurm-client installed but no
     slurmctld answering, that costs seconds per Snakemake start. So every timing is taken twice: as is, and with
     a fake `scontrol` that exits 1 at once first on PATH (= a machine without that cost).
-(g) Wall time and peak RSS of `make run` from a `/usr/bin/time -v` log. /usr/bin/time reports the largest
+(g) Wall time and peak RSS of the default study from a `make timed-run` log (`/usr/bin/time -v`, headed by the
+    commit and config sha256; a log of another config gives no figure). /usr/bin/time reports the largest
     single process's peak (ru_maxrss of the children), not the sum over concurrent jobs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from tunebench import estimate
 
 from .workloads import REPO, Context, timed
 
@@ -44,13 +48,14 @@ def fresh_workdir(path: Path) -> Path:
     return path
 
 
-def dry_run(workdir: Path, configfile: str, env: dict) -> dict:
+def dry_run(workdir: Path, configfile: str, env: dict, dry: bool = True) -> dict:
+    """One Snakemake start: `--dry-run`, or (dry=False) a real run, which is a no-op when nothing is to be done."""
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", configfile, "--dry-run", "--quiet", "rules"]
+           "--configfile", configfile, *(["--dry-run", "--quiet", "rules"] if dry else ["--cores", "1"])]
     proc, seconds = timed(subprocess.run, cmd, cwd=workdir, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"snakemake dry-run failed in {workdir}:\n{proc.stderr[-3000:]}")
-    return {"seconds": seconds, "jobs": job_count(proc.stdout + proc.stderr)}
+        raise RuntimeError(f"snakemake {'dry-run' if dry else 'run'} failed in {workdir}:\n{proc.stderr[-3000:]}")
+    return {"seconds": seconds, "jobs": job_count(proc.stdout + proc.stderr) if dry else 0}
 
 
 def job_count(output: str) -> int:
@@ -62,9 +67,9 @@ def job_count(output: str) -> int:
     return int(totals[-1])
 
 
-def second_start(workdir: Path, configfile: str, env: dict) -> dict:
-    first = dry_run(workdir, configfile, env)
-    second = dry_run(workdir, configfile, env)
+def second_start(workdir: Path, configfile: str, env: dict, dry: bool = True) -> dict:
+    first = dry_run(workdir, configfile, env, dry)
+    second = dry_run(workdir, configfile, env, dry)
     return {"first_s": first["seconds"], "seconds": second["seconds"], "jobs": second["jobs"]}
 
 
@@ -82,28 +87,34 @@ def measure_snakemake(ctx: Context) -> dict:
         variants = {"as_is": dict(os.environ), **variants}
     probe = dry_run(REPO, DEFAULT_CONFIG, variants["fake_scontrol"])
     finished = probe["jobs"] == 0
-    default_dir = REPO if finished else fresh_workdir(ctx.tmp / "workdir-default")
+    default_dir = fresh_workdir(ctx.tmp / "workdir-default")
     paper_dir = fresh_workdir(ctx.tmp / "workdir-paper")
+    # The no-op rerun a user pays: a real `snakemake --cores 1` (not -n) started twice on the finished study.
+    noop = {name: second_start(REPO, DEFAULT_CONFIG, env, dry=False) for name, env in variants.items()} \
+        if finished else {}
     default = {name: second_start(default_dir, DEFAULT_CONFIG, env) for name, env in variants.items()}
     paper = {name: dry_run(paper_dir, PAPER_CONFIG, env) for name, env in variants.items()}
     headline = "as_is" if "as_is" in variants else "fake_scontrol"
-    what = ("no-op rerun of the finished default study in the repository" if finished else
-            f"dry-run of the whole default DAG ({default[headline]['jobs']} jobs) in a fresh folder — results/ "
-            f"holds no finished default study ({probe['jobs']} jobs to run), so this is NOT a no-op")
+    what = ("second real `snakemake --cores 1` start on the finished default study in the repository (nothing to "
+            "do)" if finished else f"not measured: results/ holds no finished default study ({probe['jobs']} jobs "
+            "to run)")
     return {
-        "workload": (f"second `snakemake -n` start: {what}; `snakemake -n` of {PAPER_CONFIG} in a fresh folder. "
-                     f"Headline values: {headline.replace('_', ' ')}"
+        "workload": (f"no-op rerun: {what}; dry-runs: second `snakemake -n` of the whole default DAG "
+                     f"({default[headline]['jobs']} jobs) and `snakemake -n` of {PAPER_CONFIG}, each in a fresh "
+                     f"folder. Headline values: {headline.replace('_', ' ')}"
                      + ("" if "as_is" in variants else " (quick mode: as-is timings skipped)")
                      + "; the other variant under raw"),
         "values": {
-            "noop_rerun_s": default[headline]["seconds"],
-            "noop_rerun_s_fake_scontrol": default["fake_scontrol"]["seconds"],
+            "noop_rerun_s": noop[headline]["seconds"] if noop else None,
+            "noop_rerun_s_fake_scontrol": noop["fake_scontrol"]["seconds"] if noop else None,
+            "default_dryrun_s": default[headline]["seconds"],
             "paper_dryrun_s": paper[headline]["seconds"],
             "paper_dryrun_s_fake_scontrol": paper["fake_scontrol"]["seconds"],
             "paper_jobs": paper[headline]["jobs"],
         },
         "raw": {"default_study_finished": finished, "default_jobs_remaining_in_repo": probe["jobs"],
-                "default": default, "paper": paper, "headline_variant": headline, **scontrol_probe()},
+                "noop": noop, "default": default, "paper": paper, "headline_variant": headline,
+                **scontrol_probe()},
     }
 
 
@@ -111,39 +122,41 @@ def measure_snakemake(ctx: Context) -> dict:
 
 
 def parse_time_log(path) -> dict:
-    """Wall seconds, peak RSS (MB) and exit status from `/usr/bin/time -v` output."""
-    text = Path(path).read_text()
-    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\):\s*([\d:.]+)", text)
-    rss = re.search(r"Maximum resident set size \(kbytes\):\s*(\d+)", text)
-    status = re.search(r"Exit status:\s*(\d+)", text)
-    command = re.search(r'Command being timed:\s*"(.*)"', text)
-    if not wall or not rss:
-        raise ValueError(f"{path}: not a `/usr/bin/time -v` log (no elapsed time or maximum resident set size)")
-    seconds = 0.0
-    for part in wall.group(1).split(":"):
-        seconds = seconds * 60 + float(part)
-    return {"wall_s": seconds, "peak_rss_mb": int(rss.group(1)) / 1024,
-            "exit_status": int(status.group(1)) if status else None,
-            "command": command.group(1) if command else None}
+    return estimate.parse_time_log(Path(path).read_text(), str(path))
+
+
+def config_sha256(configfile: str = "config/config.yaml") -> str:
+    return hashlib.sha256((REPO / configfile).read_bytes()).hexdigest()
 
 
 def run_study(log: Path) -> Path:
-    subprocess.run(["/usr/bin/time", "-v", "-o", str(log), "make", "run"], cwd=REPO, check=False)
+    subprocess.run(["make", "timed-run", f"STUDY_LOG={log}"], cwd=REPO, check=False)
     return log
 
 
 def measure_study(ctx: Context, study_log: str | None, run_into: Path | None) -> dict:
-    """From the given log; or, with run_into (a log path) and not in quick mode, by running the study."""
+    """From the given log (`make timed-run`: headed by the commit and config sha256 it ran); or, with run_into (a
+    log path) and not in quick mode, by running the study. A log of another config is no figure of this one."""
     if run_into and not ctx.quick:
         study_log = str(run_study(run_into))
     if not study_log:
-        return {"workload": "not measured: give --study-log PATH (a `/usr/bin/time -v make run` log) or --run-study",
-                "values": {"default_study_s": None, "default_study_peak_rss_mb": None}, "raw": {}}
+        return {"workload": "not measured: give --study-log PATH (a `make timed-run` log) or --run-study",
+                "values": {"default_study_s": None, "default_study_peak_rss_mb": None, "study_estimate_ratio": None},
+                "raw": {}}
     timing = parse_time_log(study_log)
+    current = config_sha256()
     note = "" if timing["exit_status"] in (0, None) else f" — the study FAILED (exit status {timing['exit_status']})"
+    values = {"default_study_s": timing["wall_s"], "default_study_peak_rss_mb": timing["peak_rss_mb"],
+              # the estimate `make timed-run` printed before the start, over the measured time (#15: within ±50%)
+              "study_estimate_ratio": (timing["estimate_s"] / timing["wall_s"]
+                                       if timing["estimate_s"] == timing["estimate_s"] else None)}
+    if timing["config_sha256"] != current:
+        note += (f" — NOT the current config/config.yaml (log: {timing['config_sha256'] or 'no config hash'}, "
+                 f"now: {current[:12]}): not reported")
+        values = {key: None for key in values}
     return {
-        "workload": (f"default study (`{timing['command'] or 'make run'}`) from {study_log}; peak RSS is the "
-                     f"largest single process{note}"),
-        "values": {"default_study_s": timing["wall_s"], "default_study_peak_rss_mb": timing["peak_rss_mb"]},
-        "raw": {**timing, "log": study_log},
+        "workload": (f"default study (`{timing['command'] or 'make run'}`, commit {timing['commit'] or 'unknown'}) "
+                     f"from {study_log}; peak RSS is the largest single process{note}"),
+        "values": values,
+        "raw": {**timing, "log": study_log, "current_config_sha256": current},
     }

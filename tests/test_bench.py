@@ -35,13 +35,35 @@ def test_time_log_parsing(tmp_path):
     log = tmp_path / "time.log"
     log.write_text('\tCommand being timed: "make run"\n\tElapsed (wall clock) time (h:mm:ss or m:ss): 1:02:03.50\n'
                    "\tMaximum resident set size (kbytes): 2097152\n\tExit status: 0\n")
-    assert parse_time_log(log) == {"wall_s": 3723.5, "peak_rss_mb": 2048.0, "exit_status": 0, "command": "make run"}
-    log.write_text("\tElapsed (wall clock) time (h:mm:ss or m:ss): 12:30.25\n"
+    assert parse_time_log(log) == {"wall_s": 3723.5, "peak_rss_mb": 2048.0, "exit_status": 0, "command": "make run",
+                                   "estimate_s": pytest.approx(float("nan"), nan_ok=True), "commit": None,
+                                   "config_sha256": None}
+    log.write_text("# commit abc123-dirty\n# config config/config.yaml sha256 " + "0f" * 32 + "\n"
+                   "# this machine: AMD EPYC\n# estimated time: about 1.9 h (6840 s) for 115 jobs\n"
+                   "\tElapsed (wall clock) time (h:mm:ss or m:ss): 12:30.25\n"
                    "\tMaximum resident set size (kbytes): 1024\n")
-    assert parse_time_log(log)["wall_s"] == 750.25
+    timing = parse_time_log(log)
+    assert timing["wall_s"] == 750.25 and timing["estimate_s"] == 6840 and timing["commit"] == "abc123-dirty"
+    assert timing["config_sha256"] == "0f" * 32
     log.write_text("real 1.0\n")
     with pytest.raises(ValueError, match="time -v"):
         parse_time_log(log)
+
+
+def test_a_study_log_of_another_config_gives_no_figure(tmp_path):
+    from bench.workflow import config_sha256, measure_study
+    from bench.workloads import Context
+
+    log = tmp_path / "time.log"
+    body = ("# estimated time: about 20 min (1200 s) for 9 jobs\n\tElapsed (wall clock) time (h:mm:ss or m:ss): "
+            "16:40\n\tMaximum resident set size (kbytes): 1024\n\tExit status: 0\n")
+    ctx = Context(quick=True, threads=1, tmp=tmp_path)
+    log.write_text(f"# config config/config.yaml sha256 {config_sha256()}\n" + body)
+    current = measure_study(ctx, str(log), None)["values"]
+    assert current["default_study_s"] == 1000 and current["study_estimate_ratio"] == pytest.approx(1.2)
+    log.write_text("# config config/config.yaml sha256 " + "0" * 64 + "\n" + body)
+    stale = measure_study(ctx, str(log), None)
+    assert stale["values"]["default_study_s"] is None and "NOT the current config" in stale["workload"]
 
 
 def test_snakemake_job_count():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -223,6 +224,25 @@ def test_learning_rate_grid_keeps_the_best_on_dev(workspace, strategy, tmp_path)
     assert scores["1e-07"] < max(scores.values())        # a learning rate that cannot learn loses on dev
     assert selection["on_edge"] == (selection["chosen"] != 1e-3)
     assert not list(spec.run_dir.glob("trial-*")) and not (spec.run_dir / "checkpoints").exists()
+
+
+def test_a_trial_trains_trial_fraction_of_the_final_runs_steps(workspace, tmp_path, monkeypatch):
+    from tunebench.modeling import training
+
+    steps, real_fit = [], training.fit
+
+    def counting_fit(*args, **kwargs):
+        trainer, *rest = real_fit(*args, **kwargs)
+        steps.append(trainer.state.global_step)
+        return (trainer, *rest)
+
+    monkeypatch.setattr(training, "fit", counting_fit)
+    spec = make_spec(workspace, "lora", run_dir=tmp_path / "run", learning_rate_grid=[1e-7, 1e-2], epochs=4,
+                     trial_fraction=0.25)
+    record = execute(spec, tmp_path / "p.parquet", tmp_path / "m.json")
+    final, trial = record["cost"]["optimizer_steps"], record["cost"]["selection"]["trial_steps"]
+    assert trial == math.ceil(0.25 * final) < final
+    assert steps == [trial, trial, final]
 
 
 def test_a_selection_file_fixes_the_learning_rate_of_every_seed(workspace, tmp_path):

@@ -82,13 +82,6 @@ def test_skip_methods_leaves_runs_out_and_names_a_typo():
         tbconfig.validate({**STUDY, "skip_methods": ["qlroa"]})
 
 
-def test_time_log_parsing():
-    assert est.parse_wall_seconds("\tElapsed (wall clock) time (h:mm:ss or m:ss): 1:02:03.5\n") == 3723.5
-    assert est.parse_wall_seconds("\tElapsed (wall clock) time (h:mm:ss or m:ss): 12:30.25\n") == 750.25
-    with pytest.raises(ValueError, match="time -v"):
-        est.parse_wall_seconds("real 1.0")
-
-
 def test_calibration_times_real_lora_and_qlora_steps(tmp_path):
     result = est.calibrate(1, cache=tmp_path)
     assert result["dense_step_s"] > 0 and result["qlora_step_s"] > 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -178,7 +179,7 @@ def minutes(seconds: float) -> str:
 
 def report(est: Estimate, here: dict, meta: dict, cfg: dict) -> str:
     lines = [f"this machine: {provenance.cpu_model()}, {hardware.summary()}",
-             f"estimated time: about {minutes(est.wall_s)} for {est.jobs} jobs ({est.finished} runs already "
+             f"estimated time: about {minutes(est.wall_s)} ({est.wall_s:.0f} s) for {est.jobs} jobs ({est.finished} runs already "
              f"finished); training here is {1 / est.dense_factor:.2f}x the reference machine's speed "
              f"({meta['cpu']}, {meta['hardware']}) — expect ±50%"]
     if est.unmatched:
@@ -209,7 +210,7 @@ def main(argv=None) -> int:
     cfg = tbconfig.load(args.configfile)
     threads = max(1, args.cores // 2)
     if args.write_reference:
-        wall = parse_wall_seconds(args.write_reference.read_text())
+        wall = parse_time_log(args.write_reference.read_text(), str(args.write_reference))["wall_s"]
         here = calibrate(threads, cache=None)
         overhead = fit_overhead(args.reference, cfg, wall, args.cores)
         meta = {**here, "job_overhead_s": overhead, "study_wall_s": wall, "cores": args.cores,
@@ -226,13 +227,23 @@ def main(argv=None) -> int:
     return 0
 
 
-def parse_wall_seconds(log: str) -> float:
-    """The 'Elapsed (wall clock) time' of a `/usr/bin/time -v` log, in seconds."""
-    for line in log.splitlines():
-        if "Elapsed (wall clock) time" in line:
-            parts = [float(p) for p in line.rsplit(" ", 1)[1].split(":")]
-            return sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
-    raise ValueError("no 'Elapsed (wall clock) time' line: not a /usr/bin/time -v log")
+def parse_time_log(text: str, source: str = "the log") -> dict:
+    """Wall seconds, peak RSS (MB), exit status and command of a `/usr/bin/time -v` log, and the commit and
+    config sha256 and the time estimate that `make timed-run` writes above it (None / nan when absent)."""
+    def field(pattern):
+        found = re.search(pattern, text)
+        return found.group(1) if found else None
+
+    wall = field(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\):\s*([\d:.]+)")
+    rss = field(r"Maximum resident set size \(kbytes\):\s*(\d+)")
+    if not wall or not rss:
+        raise ValueError(f"{source}: not a `/usr/bin/time -v` log (no elapsed time or maximum resident set size)")
+    parts = [float(p) for p in wall.split(":")]
+    status = field(r"Exit status:\s*(\d+)")
+    return {"wall_s": sum(p * 60 ** i for i, p in enumerate(reversed(parts))), "peak_rss_mb": int(rss) / 1024,
+            "exit_status": int(status) if status else None, "command": field(r'Command being timed:\s*"(.*)"'),
+            "estimate_s": float(field(r"(?m)^# estimated time: about .*?\((\d+) s\)") or "nan"),
+            "commit": field(r"(?m)^# commit (\S+)"), "config_sha256": field(r"(?m)^# config \S+ sha256 ([0-9a-f]{64})")}
 
 
 if __name__ == "__main__":

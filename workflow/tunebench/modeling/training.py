@@ -201,11 +201,13 @@ def fit(model, train, dev, spec: RunSpec, collator, compute_metrics=None, metric
     metric = metric or default_metric
     greater = default_greater if greater is None else greater
     out = checkpoint_dir(spec, checkpoints) if not spec.method_cfg.get("max_steps") else spec.run_dir
+    # A trial's step limit must reach the Trainer: without it every trial ran the full budget (and the trace
+    # still said trial_fraction).
     args = training_arguments(spec, out, metric, greater, group_by_length,
-                              num_train_epochs=epochs_for(spec, len(train)), **arg_overrides)
+                              **{"num_train_epochs": epochs_for(spec, len(train)), **trial_overrides(spec),
+                                 **arg_overrides})
     patience = spec.method_cfg.get("early_stopping_patience")
     callbacks = [EarlyStoppingCallback(early_stopping_patience=patience)] if patience else []
-    arg_overrides = {**trial_overrides(spec), **arg_overrides}
     trainer = (trainer_class or Trainer)(model=model, args=args, train_dataset=train, eval_dataset=dev,
                                          data_collator=collator, compute_metrics=compute_metrics,
                                          callbacks=callbacks)
@@ -264,7 +266,8 @@ def select_learning_rate(spec: RunSpec, train_rows: int, trial) -> dict:
     chosen = (max if greater else min)(finite, key=finite.get)
     return {"grid": grid, "dev_metric": metric, "dev_by_learning_rate": {f"{lr:g}": v for lr, v in scores.items()},
             "chosen": chosen, "on_edge": len(grid) > 1 and chosen in (grid[0], grid[-1]),
-            "trial_fraction": cfg["trial_fraction"], "trial_seed": spec.seed,
+            "trial_fraction": cfg["trial_fraction"],
+            "trial_steps": trial_spec(spec, grid[0], train_rows).method_cfg["max_steps"], "trial_seed": spec.seed,
             "selection_time_s": time.perf_counter() - t0}
 
 
