@@ -30,3 +30,8 @@ rule all:
     default_target: True
     input:
         final_outputs(),
+
+
+# The image every job runs in under `snakemake --sdm apptainer` (build it with `apptainer build tunebench.sif
+# envs/tunebench.def`, or set the config key to a docker:// or library:// address); ignored otherwise.
+container: config.get("container", "tunebench.sif")

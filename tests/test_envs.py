@@ -42,3 +42,21 @@ def test_every_rule_names_an_existing_conda_env():
     named = set(re.findall(r'"\.\./\.\./envs/(\w+)\.yaml"', rules))           # conda: directives
     named |= {fam.env for fam in families.families()}                         # the method families' rules
     assert named == {p.stem for p in (REPO / "envs").glob("*.yaml")}
+
+
+def test_the_container_definition_installs_the_default_pins():
+    """envs/tunebench.def (the image of `--sdm apptainer`) takes CPU torch at the default install's pin, the
+    project with its constraints, the model packages without their declared dependencies, and copies only files
+    that exist; the Snakefile's default image is the file the definition's build line writes."""
+    definition = (REPO / "envs" / "tunebench.def").read_text()
+    torch_pin = re.search(r"^torch==(\S+)$", (REPO / "envs" / "constraints.txt").read_text(), re.M).group(1)
+    assert f"--index-url https://download.pytorch.org/whl/cpu torch=={torch_pin}" in definition
+    assert "--constraint /opt/tunebench/envs/constraints.txt /opt/tunebench" in definition
+    assert "--no-deps --requirement /opt/tunebench/envs/model-packages.txt" in definition
+    files = definition.split("%files")[1].split("%post")[0]
+    copied = [line.split()[0] for line in files.splitlines() if line.strip()]
+    assert copied and all((REPO / path).exists() for path in copied), copied
+    image = re.search(r"apptainer build (\S+) envs/tunebench\.def", definition).group(1)
+    assert f'container: config.get("container", "{image}")' in (REPO / "Snakefile").read_text()
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    assert schema["properties"]["container"]["default"] == image

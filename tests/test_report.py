@@ -224,10 +224,11 @@ def test_report_has_tables_gains_anchors_words_and_caps(built):
     assert "Wang (2024)" in md.split("## Published figures beside no dataset here")[1]
     assert "learned_dictionary — max_train_samples = 500" in md
     assert "resample seeds as well as test examples" in md
-    for name in ("fpb/by-method", "fpb/vs-params", "fpb/vs-time", "fpb/k-shot", "semeval/by-method"):
+    for name in ("fpb/all/by-method", "fpb/all/vs-params", "fpb/all/vs-time", "fpb/all/k-shot",
+                 "semeval/all/by-method"):
         assert f"(figures/{name}.png)" in md
         assert (out / "figures" / f"{name}.png").stat().st_size > 1000
-    assert "semeval/k-shot" not in md  # one ICL run with a single k there: no curve
+    assert "semeval/all/k-shot" not in md  # one ICL run with a single k there: no curve
 
 
 class Images(HTMLParser):
@@ -304,8 +305,8 @@ def test_snakemake_report_includes_tables_and_figures(smoke_run):
     page = (workdir / "results" / "snakemake-report.html").read_text()
     figures = sorted((workdir / "results" / "figures").rglob("*.png"))
     assert figures and all(path.name in page for path in figures)
-    # one subcategory per dataset, so the report toggles figures by dataset
-    assert all(path.parent.name in page for path in figures)
+    # one subcategory per dataset and a method label, so the report toggles figures by dataset and by method
+    assert all(path.parent.parent.name in page and path.parent.name in page for path in figures)
     for name in ("runs.csv", "summary.csv", "comparisons.csv", "report.md", "report.html"):
         assert name in page, name
 
@@ -322,7 +323,8 @@ def test_generated_answers_strata_dev_choices_and_readme_table(tmp_path):
     table = tmp_path / "table.parquet"
     pl.DataFrame({"id": ids, "agreement": ["allagree" if i % 2 else "50agree" for i in range(200)]}).write_parquet(table)
     selection = {"grid": [1e-4, 3e-4, 1e-3], "chosen": 1e-3, "on_edge": True, "selection_time_s": 12.5,
-                 "dev_metric": "macro_f1", "dev_by_learning_rate": {}}
+                 "dev_metric": "macro_f1", "dev_by_learning_rate": {"0.0001": 0.41, "0.0003": 0.52, "0.001": 0.63},
+                 "trial_steps": 16}
     check = {"learned": False, "reason": "dev macro_f1 0.2 not better than the trivial baseline's 0.3"}
     full = write_run(tmp_path, "fpb", "tiny", "full", 0, gold, noisy_labels(rng, gold, 0.8), strategy="full",
                      cost={"selection": selection, "learning_check": check, "precision": "bf16"})
@@ -358,6 +360,9 @@ def test_generated_answers_strata_dev_choices_and_readme_table(tmp_path):
                  strata_csv=out / "strata.csv", readme_md=out / "readme_table.md", config_file="config/x.yaml")
     md = (out / "report.md").read_text()
     assert "⚠ did not learn, edge" in md and "| fpb | full (tiny) | learning_rate=0.001 | 0.0001 0.0003 0.001 | edge |" in md
+    # the dev trace: one value per learning rate in the table, and the method's own selection figure
+    assert "| macro-F1 0.0001: 0.410, 0.0003: 0.520, 0.001: 0.630 | 16 |" in md
+    assert "(figures/fpb/full/lr-selection.png)" in md and (out / "figures/fpb/full/lr-selection.png").exists()
     assert "### Fine-tuning vs prompting" in md and "prompting, zero-shot (generated answers)" in md
     assert "| llm_k0-gen | llm | 0.250 |" in md   # the parse-rule table
     assert "### By annotator agreement" in md and "allagree (n = 100)" in md

@@ -38,11 +38,12 @@ rule report:
         readme_table="results/readme_table.md",
         figures=report(
             directory("results/figures"),
-            patterns=["{dataset}/{figure}.png"],
+            # <dataset>/all/<figure>.png compares methods; <dataset>/<method>/lr-selection.png is one method's
+            patterns=["{dataset}/{method}/{figure}.png"],
             caption="../report/figures.rst",
             category="Figures",
             subcategory="{dataset}",
-            labels={"dataset": "{dataset}", "figure": "{figure}"},
+            labels={"dataset": "{dataset}", "method": "{method}", "figure": "{figure}"},
         ),
     log:
         "logs/report.log",

@@ -150,6 +150,7 @@ class Dataset:
         blocks += self.strata_table()
         blocks += self.cost_table()
         blocks += self.plots()
+        blocks += self.selection_plots()
         blocks += self.dictionary_words(n_words)
         return blocks
 
@@ -376,13 +377,41 @@ class Dataset:
                                                       "zero-shot."))
         return blocks
 
-    def save(self, fig, kind: str, caption: str):
-        """figures/<dataset>/<kind>.png: one folder per dataset, so `snakemake --report` can toggle by dataset."""
-        path = self.figures / self.name / f"{kind}.png"
+    def save(self, fig, kind: str, caption: str, method: str = "all"):
+        """figures/<dataset>/<method>/<kind>.png (method "all" for the comparisons), so that `snakemake --report`
+        can toggle the figures by dataset and by method."""
+        name = f"{self.name}/{method}/{kind}.png"
+        path = self.figures / name
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=100, bbox_inches="tight", metadata={"Software": None})
         plt.close(fig)
-        return ("figure", f"{self.name}/{kind}.png", f"{self.name}: {caption}")
+        return ("figure", name, f"{self.name}: {caption}")
+
+    def selection_plots(self) -> list:
+        """One figure per method whose learning rate was chosen on dev: the dev metric of each trial."""
+        if "dev_by_value" not in self.runs.columns:
+            return []
+        chosen = self.runs.filter(pl.col("dev_by_value").is_not_null()).unique(["model", "method"],
+                                                                                maintain_order=True)
+        blocks = []
+        for r in chosen.iter_rows(named=True):
+            pairs = sorted((float(lr), float(v)) for lr, v in (item.split(":") for item in r["dev_by_value"].split()))
+            best = float(r["chosen_on_dev"].split("=")[1])
+            metric = METRIC_NAMES.get(r["selection_dev_metric"], r["selection_dev_metric"] or "dev metric")
+            fig, ax = plt.subplots(figsize=(4.5, 3))
+            ax.plot([lr for lr, _ in pairs], [v for _, v in pairs], marker="o")
+            ax.plot([best], [dict(pairs)[best]], marker="*", markersize=14, linestyle="none", label="chosen")
+            ax.set_xscale("log")
+            ax.set_xlabel("learning rate")
+            ax.set_ylabel(f"dev {metric}")
+            ax.set_title(label(r["method"], r["model"]), fontsize=10)
+            ax.legend(fontsize=8)
+            ax.grid(alpha=0.3)
+            steps = f" ({fmt_int(r.get('trial_steps'))} steps each)" if r.get("trial_steps") is not None else ""
+            blocks.append(self.save(fig, "lr-selection", f"{label(r['method'], r['model'])}: dev {metric} of the "
+                                    f"learning-rate trials{steps}; the star is the rate every seed trained at.",
+                                    method=r["method"]))
+        return [("h3", "Learning-rate selection on dev"), *blocks] if blocks else []
 
     def plot_by_method(self):
         rows = list(self.ranked.iter_rows(named=True))[::-1]  # best at the top
@@ -546,15 +575,24 @@ def dev_choices(runs: pl.DataFrame) -> list:
     chosen = runs.filter(pl.col("chosen_on_dev").is_not_null()).unique(["dataset", "model", "method"],
                                                                         maintain_order=True)
     rows = [[r["dataset"], label(r["method"], r["model"]), r["chosen_on_dev"], r["grid"],
-             "edge" if str(r["on_edge"]).lower() == "true" else "", fmt(r.get("selection_time_s"), 1)]
+             "edge" if str(r["on_edge"]).lower() == "true" else "", dev_values(r), fmt_int(r.get("trial_steps")),
+             fmt(r.get("selection_time_s"), 1)]
             for r in chosen.iter_rows(named=True)]
     text = ("Every learning rate and head penalty was chosen on the dev split, per dataset, never on test: for "
-            "trained strategies by a short trial per learning rate of the grid (a quarter of the final run's steps), "
-            "then every seed trained at the best one; for the head by fitting each penalty of its grid to "
-            "convergence. \"edge\" marks a choice on the grid's edge. Other settings (budgets, k, templates) are "
-            "fixed in the config, the same for every method of a family.")
+            "trained strategies by a short trial per learning rate of the grid (trial_fraction of the final run's "
+            "optimizer steps: the trial steps column), then every seed trained at the best one; for the head by "
+            "fitting each penalty of its grid to convergence. \"edge\" marks a choice on the grid's edge. Other "
+            "settings (budgets, k, templates) are fixed in the config, the same for every method of a family.")
     return [("h2", "How settings were chosen"), ("p", text),
-            ("table", ["dataset", "method", "chosen on dev", "grid", "", "selection time (s)"], rows)]
+            ("table", ["dataset", "method", "chosen on dev", "grid", "", "dev metric by learning rate",
+                       "trial steps", "selection time (s)"], rows)]
+
+
+def dev_values(row: dict) -> str:
+    """'1e-4: 0.612, 3e-4: 0.701' from the runs table's dev_by_value ('' for a choice without a trace)."""
+    pairs = [item.split(":") for item in str(row.get("dev_by_value") or "").split()]
+    metric = METRIC_NAMES.get(row.get("selection_dev_metric"), row.get("selection_dev_metric") or "")
+    return (f"{metric} " if pairs else "") + ", ".join(f"{lr}: {float(v):.3f}" for lr, v in pairs)
 
 
 def readme_table(summary: pl.DataFrame, runs: pl.DataFrame, primary_metric, config_file=None) -> str:
