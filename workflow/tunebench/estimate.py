@@ -1,6 +1,7 @@
 """How long will this study take here? Printed by `make run` before Snakemake starts.
 
-    python -m tunebench.estimate --configfile config/config.yaml --reference docs/results [--cores N]
+    python -m tunebench.estimate --configfile config/config.yaml --reference docs/results [--results results]
+                                 [--cores N]
 
 The estimate scales the default study's measured job times (the reference folder's runs.csv, from the
 reference machine named in its calibration.json) by how fast this machine trains, from a short calibration: a few
@@ -153,7 +154,7 @@ def job_seconds(cfg: dict, reference: tuple[dict, dict, dict], results: Path) ->
     return jobs, finished, unmatched
 
 
-def estimate(cfg: dict, reference_dir: Path, here: dict, cores: int, results: Path = Path("results")) -> Estimate:
+def estimate(cfg: dict, reference_dir: Path, here: dict, cores: int, results: Path) -> Estimate:
     meta = json.loads((reference_dir / "calibration.json").read_text())
     jobs, finished, unmatched = job_seconds(cfg, reference_costs(reference_dir / "runs.csv"), results)
     dense = here["dense_step_s"] / meta["dense_step_s"]
@@ -203,6 +204,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--reference", type=Path, required=True,
                         help="folder with the reference runs.csv and calibration.json (docs/results here)")
+    parser.add_argument("--results", type=Path, default=Path("results"),
+                        help="the study's results folder: runs finished there cost nothing (default: results)")
     parser.add_argument("--write-reference", type=Path, metavar="STUDY_TIME_LOG",
                         help="on the reference machine: calibrate and write <reference>/calibration.json, "
                              "fitting the per-job overhead to this `/usr/bin/time -v` log of the study")
@@ -223,7 +226,8 @@ def main(argv=None) -> int:
         return 0
     meta = json.loads((args.reference / "calibration.json").read_text())
     here = calibrate(threads)
-    print(report(estimate(cfg, args.reference, here, args.cores), here, meta, cfg), file=sys.stderr, flush=True)
+    est = estimate(cfg, args.reference, here, args.cores, args.results)
+    print(report(est, here, meta, cfg), file=sys.stderr, flush=True)
     return 0
 
 
