@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from tunebench import config as tbconfig
+from tunebench import families
 from tunebench.data.loaders import DataError, load_dataset_table, verify_sha256
 from tunebench.data.prepare import prepare_dataset
 from tunebench.data.splits import assign_splits, duplicate_units, majority_labels
@@ -521,6 +522,10 @@ def test_every_published_anchor_names_a_split_method_we_have():
         if a["split_method"] == "given":
             assert a["dataset"] == "tfns", a
     assert {a["split_method"] for a in anchors} >= {"fingpt", "given", "other"}
+    # `ours` names tunebench strategies (the report sets our runs of them beside the figure)
+    strategies = {s for fam in families.families() for s in fam.strategies}
+    named = [entry.split()[0] for a in anchors for entry in a.get("ours", [])]
+    assert named and set(named) <= strategies, set(named) - strategies
 
 
 @pytest.mark.parametrize("key, value, fragment", [

@@ -216,6 +216,15 @@ def test_report_has_tables_gains_anchors_words_and_caps(built):
     first = [line for line in methods.splitlines() if line.startswith("| 1 |")][0]
     assert "| full | tiny | 3 |" in first  # best first by macro-F1
     assert "Araci (2019)" in fpb and "| weighted-F1 | 0.882 |" in fpb  # anchors beside FPB, in their own table
+    # our runs of the anchor's family beside it (published.yaml `ours`), on its metric; none of another family
+    summary = pl.read_csv(out / "summary.csv", infer_schema_length=None)
+    ours = summary.filter((pl.col("dataset") == "fpb") & (pl.col("method") == "full")
+                          & (pl.col("metric") == "weighted_f1"))["mean"][0]
+    anchors = [line for line in fpb.splitlines() if line.startswith("| FinGPT README")]
+    finbert = [line for line in anchors if "FinBERT / full fine-tuning" in line][0]
+    assert f"| full (tiny) {ours:.3f} |" in finbert
+    zero_shot = [line for line in anchors if "GPT-4 / zero-shot" in line][0]
+    assert "icl_k4" not in zero_shot and "full (tiny)" not in zero_shot  # k = 4 is not zero-shot
     assert re.search(r"full \(tiny\) vs lm_dictionary: [+−]\d+\.\d% macro-F1 \[", fpb)
     semeval = md.split("## semeval")[1]
     assert re.search(r"full \(tiny\) vs lm_dictionary: \+\d+\.\d% R² \[.*\], −\d+\.\d% MSE \[", semeval)

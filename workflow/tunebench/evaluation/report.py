@@ -143,7 +143,7 @@ class Dataset:
                              "(data/reference/published.yaml names each figure's split method); every other "
                              "figure was measured on a split of its own and compares only in order of "
                              "magnitude."),
-                       anchor_table(anchors, self.split_methods())]
+                       anchor_table(anchors, self.split_methods(), self.same_family)]
         blocks += self.prompting_vs_finetuning()
         blocks += self.comparison_blocks()
         blocks += self.parse_rules()
@@ -189,6 +189,23 @@ class Dataset:
         if "on_edge" in runs.columns and (runs["on_edge"].cast(pl.String) == "true").any():
             notes.append("edge")
         return ", ".join(notes)
+
+    def same_family(self, anchor: dict) -> str:
+        """Our runs of the anchor's family (its `ours`: strategies, "icl k=0" for a given k) on its metric, every
+        matching method with its mean over seeds — none picked by its test score."""
+        metric = anchor.get("metric")
+        if not anchor.get("ours") or metric not in self.metrics:
+            return ""
+        wanted = [str(entry).split() for entry in anchor["ours"]]
+        kind = self.runs.unique(["model", "method"]).select(
+            "model", "method", "strategy", *(["k"] if "k" in self.runs.columns else []))
+        values = []
+        for r in self.summary.filter(pl.col("metric") == metric).iter_rows(named=True):
+            found = kind.filter((pl.col("model") == r["model"]) & (pl.col("method") == r["method"])).row(0, named=True)
+            for strategy, *k in wanted:
+                if found["strategy"] == strategy and (not k or str(found.get("k")) == k[0].removeprefix("k=")):
+                    values.append(f"{label(r['method'], r['model'])} {fmt(r['mean'])}")
+        return ", ".join(values)
 
     def split_methods(self) -> set[str]:
         return set(self.runs["split_method"].drop_nulls().to_list()) if "split_method" in self.runs.columns \
@@ -551,13 +568,16 @@ def fmt_p(p) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def anchor_table(anchors: list[dict], our_splits: set[str] = frozenset()):
-    header = ["source", "model / method", "dataset, split", "same split", "metric", "value", "note"]
+def anchor_table(anchors: list[dict], our_splits: set[str] = frozenset(), ours=None):
+    """Published figures, each with "same split" where a dataset of ours rebuilt its split and, where `ours`
+    (anchor → text) finds them, our runs of the same family on the same metric."""
+    header = ["source", "model / method", "dataset, split", "same split", "metric", "value", "ours, same family",
+              "note"]
     rows = [[a.get("source", ""), f"{a.get('model', '')} / {a.get('method', '')}",
              f"{a.get('dataset_detail', a.get('dataset', ''))}; {a.get('split', '')}",
              "same split" if a.get("split_method") in our_splits else "",
              METRIC_NAMES.get(a.get("metric"), str(a.get("metric", ""))),
-             str(a.get("value", "")), a.get("note", "")] for a in anchors]
+             str(a.get("value", "")), ours(a) if ours else "", a.get("note", "")] for a in anchors]
     return ("table", header, rows)
 
 
