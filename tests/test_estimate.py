@@ -66,6 +66,19 @@ def test_finished_runs_and_skipped_methods_cost_nothing(reference, tmp_path):
     assert result.wall_s == pytest.approx((10 + 100 + 2 * overhead) / 2)
 
 
+def test_a_finished_study_is_not_calibrated(reference, tmp_path, monkeypatch, capsys):
+    ref, cfg, _ = reference
+    config = tmp_path / "study.yaml"
+    config.write_text(json.dumps(STUDY))
+    monkeypatch.setattr(est, "calibrate", lambda *a, **k: pytest.fail("a finished study needs no calibration"))
+    results = tmp_path / "r"
+    for run in tbconfig.runs(cfg):
+        (results / "runs" / run.path).mkdir(parents=True)
+        (results / "runs" / run.path / "metrics.json").write_text("{}")
+    assert est.main(["--configfile", str(config), "--reference", str(ref), "--results", str(results)]) == 0
+    assert "all 5 runs" in capsys.readouterr().err
+
+
 def test_runs_without_a_reference_take_their_strategy_mean_or_are_listed(reference, tmp_path):
     ref, cfg, _ = reference
     other = tbconfig.validate({**STUDY, "datasets": {"e": STUDY["datasets"]["d"]},

@@ -221,6 +221,12 @@ def main(argv=None) -> int:
         (args.reference / "calibration.json").write_text(json.dumps(meta, indent=2) + "\n")
         print(json.dumps(meta, indent=2))
         return 0
+    runs = tbconfig.runs(cfg)
+    if all((args.results / "runs" / run.path / "metrics.json").exists() for run in runs):
+        # a rerun of a finished study: no calibration (it would import torch), nothing to wait for
+        print(f"all {len(runs)} runs of {args.configfile} are finished in {args.results}/: no estimate needed",
+              file=sys.stderr)
+        return 0
     if not (args.reference / "calibration.json").exists():
         print(f"no time estimate: {args.reference}/calibration.json is missing", file=sys.stderr)
         return 0
