@@ -32,6 +32,7 @@ FIGURES = {
     "snakemake": ("f", "bench.workflow"),
     "study": ("g", "bench.workflow"),
     "qlora": ("h", "bench.qlora"),
+    "generative": ("i", "bench.generative"),
 }
 
 # (figure name, key, unit, target text, check); a key without a target is reported for context.
@@ -60,6 +61,8 @@ TARGETS = [
     ("qlora", "qlora_dev_accuracy_delta_pts_native", "pts", "", None),
     ("qlora", "qlora_dev_accuracy_delta_pts_avx2", "pts", "", None),
     ("qlora", "lora_step_ratio_avx2_vs_native", "x", "", None),
+    ("generative", "generative_answer_loss_speedup", "x", "", None),
+    ("generative", "generative_answer_loss_last_loss_delta", "", "", None),
 ]
 
 

@@ -104,3 +104,17 @@ def test_quick_icl_figure_scores_and_generates_the_same_prompts(tmp_path):
     assert k10["queries"] == 8 and len(k10["naive_s"]) == len(k10["scoring_s"]) == 3
     assert k10["shared_prefix_tokens"] > 0   # the demonstrations of a random draw are shared by every prompt
     assert report["icl_scoring_speedup_k0"] > 0 and report["icl_scoring_speedup_k10"] > 0
+
+
+def test_quick_generative_figure_times_both_losses_on_the_same_steps(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--only", "generative", "--threads", "1",
+                           "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "latest.json").read_text())
+    figure = report["figures"]["generative"]
+    assert "error" not in figure, figure.get("error")
+    raw = figure["raw"]
+    assert len(raw["naive"]) == len(raw["ours"]) == 2 and {r["steps"] for r in raw["naive"] + raw["ours"]} == {2}
+    assert report["generative_answer_loss_speedup"] > 0
+    # same seed, same batches, same loss: the last logged losses agree
+    assert abs(figure["values"]["generative_answer_loss_last_loss_delta"]) < 1e-3

@@ -130,3 +130,41 @@ def test_causal_training_examples_supervise_the_answer_and_the_end_of_turn_only(
         supervised = [t for t in row["labels"] if t != -100]
         assert tokenizer.decode(supervised) == label + "<|im_end|>"
         assert row["labels"][:len(row["input_ids"]) - len(supervised)] == [-100] * (len(row["input_ids"]) - len(supervised))
+
+
+@pytest.mark.parametrize("strategy", ["generative_lora", "generative_qlora"])
+def test_the_answer_only_loss_equals_the_models_own_loss_and_gradients(strategy, make_spec, tiny_gguf,
+                                                                        tiny_chat_dir):
+    """AnswerLossTrainer runs the output layer on the answer positions only: same loss (averaged, and summed
+    over the Trainer's num_items_in_batch), same adapter gradients as the model's full-vocabulary forward."""
+    # adapter dropout off: its masks would differ between the two passes
+    spec = chat_spec(make_spec, tiny_gguf, tiny_chat_dir, {"strategy": strategy, "precision": "fp32", "dropout": 0.0})
+    tokenizer = loading.load_tokenizer(spec.model_cfg, spec.model_dir)
+    template = prompts.Template.parse(None, "classification", LABELS)
+    examples = generative.Examples(spec, tokenizer, prompts.prompt_format(template, tokenizer, spec.model_cfg),
+                                   prompts.verbalizers(LABELS))
+    model = generative.build_model(spec)
+    with torch.no_grad():   # LoRA's B starts at zero, which would leave every A gradient zero on both sides
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.1)
+    rows = examples.training_set(spec.split("train")).select(range(6))
+    batch = generative.collator(tokenizer, model)([rows[i] for i in range(len(rows))])
+    assert (batch["labels"] == -100).float().mean() > 0.5          # most positions are prompt: the saving
+    answer_loss = generative.answer_loss_trainer().compute_loss
+    count = (batch["labels"][:, 1:] != -100).sum()
+    adapters = [p for p in model.parameters() if p.requires_grad]
+
+    def loss_and_grads(compute):
+        model.zero_grad()
+        loss = compute()
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in adapters]
+
+    for items in (None, count):
+        reference = loss_and_grads(lambda: model(**batch, **({"num_items_in_batch": items} if items is not None
+                                                             else {})).loss)
+        ours = loss_and_grads(lambda: answer_loss(None, model, batch, num_items_in_batch=items))
+        torch.testing.assert_close(ours[0], reference[0], rtol=1e-5, atol=1e-6)
+        for mine, theirs in zip(ours[1], reference[1]):
+            torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6)

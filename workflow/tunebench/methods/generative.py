@@ -129,11 +129,43 @@ def collator(tokenizer, model):
     return DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100)
 
 
+# Decoder-only architectures whose logits are the output layer applied to the last hidden state, nothing more
+# (no logit scaling or soft-capping): for these the loss may run the output layer on the answer positions alone.
+PLAIN_CAUSAL_HEADS = ("llama", "mistral", "qwen2", "qwen3")
+
+
+def answer_loss_trainer():
+    """A Trainer whose causal-LM loss projects only the answer positions onto the vocabulary.
+
+    The labels mask the prompt (-100), so the prompt's logits never reach the loss, yet the model's own forward
+    projects every position onto the whole vocabulary — for SmolLM2 (49k words) a fifth of the multiply-adds of
+    a training step, plus a float32 softmax over every position. The loss is the same: cross-entropy of the
+    shifted answer tokens, summed over `num_items_in_batch` (the Trainer's count of labels[..., 1:] != -100)
+    or averaged, as transformers' ForCausalLMLoss computes it; so are the gradients.
+    """
+    from transformers import Trainer
+
+    class AnswerLossTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+            hidden = causal.get_decoder()(input_ids=inputs["input_ids"],
+                                          attention_mask=inputs["attention_mask"]).last_hidden_state
+            targets = inputs["labels"][:, 1:]
+            answer = targets != -100
+            logits = causal.get_output_embeddings()(hidden[:, :-1][answer]).float()
+            loss = torch.nn.functional.cross_entropy(logits, targets[answer], reduction="sum")
+            loss = loss / (num_items_in_batch if num_items_in_batch is not None else answer.sum())
+            return (loss, {"logits": logits}) if return_outputs else loss
+
+    return AnswerLossTrainer
+
+
 def train_model(spec: RunSpec, model, tokenizer, train, dev, checkpoints: str = "checkpoints"):
     """The shared Trainer recipe; the dev loss (teacher-forced answers) picks the best epoch and stops early.
     Returns (trainer, train seconds, the checkpoint it resumed from or None)."""
+    plain = spec.model_cfg["kind"] == "causal" and getattr(model.config, "model_type", None) in PLAIN_CAUSAL_HEADS
     return training.fit(model, train, dev, spec, collator(tokenizer, model), metric="loss", greater=False,
-                        checkpoints=checkpoints)
+                        checkpoints=checkpoints, trainer_class=answer_loss_trainer() if plain else None)
 
 
 def evaluate(spec: RunSpec, model, tokenizer, examples: Examples, rows: pl.DataFrame, decoding: str):
