@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import polars as pl
 import pytest
 
 from conftest import REPO
@@ -118,3 +119,16 @@ def test_quick_generative_figure_times_both_losses_on_the_same_steps(tmp_path):
     assert report["generative_answer_loss_speedup"] > 0
     # same seed, same batches, same loss: the last logged losses agree
     assert abs(figure["values"]["generative_answer_loss_last_loss_delta"]) < 1e-3
+
+
+def test_trial_agreement_compares_the_dev_choices_of_two_studies(tmp_path):
+    from bench.trial_agreement import compare
+
+    columns = ["dataset", "model", "method", "chosen_on_dev", "selection_time_s"]
+    before = [("d", "m", "full", "learning_rate=0.001", 100.0), ("d", "m", "lora", "learning_rate=0.01", 90.0),
+              ("d", "m", "lora-gen", "learning_rate=0.01", 90.0), ("d", "none", "head", "C=1", None)]
+    after = [("d", "m", "full", "learning_rate=0.001", 30.0), ("d", "m", "lora", "learning_rate=0.003", 25.0)]
+    for name, rows in (("before", before), ("after", after)):
+        pl.DataFrame(rows, schema=columns, orient="row").write_csv(tmp_path / f"{name}.csv")
+    table = compare(str(tmp_path / "before.csv"), str(tmp_path / "after.csv"))
+    assert table.select("method", "agree").rows() == [("full", True), ("lora", False)]
