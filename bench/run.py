@@ -1,10 +1,11 @@
 """`python -m bench.run [--quick] [--only NAME ...] [--study-log PATH] [--run-study]`: measure, then write
 latest.json (every number, the machine, the date) and latest.md (figure, workload, value, target, met?).
 
-Figures: finetune (a, b), head_cache (c), icl (d), tokenize (e), snakemake (f), study (g), qlora (h); see
-README.md.
+Figures: finetune (a, b), head_cache (c), icl (d), tokenize (e), snakemake (f), study (g), qlora (h),
+generative (i); see README.md.
 With --only, the other figures keep their values from the previous latest.json in the output folder (each figure
-carries its own date and threads; `machine` describes the latest invocation). Quick mode runs tiny slices and tiny models to prove the code runs; its numbers mean
+carries its own date and threads; `machine` describes the latest invocation). Quick mode runs tiny slices and tiny
+models to prove the code runs; its numbers mean
 little, and it writes to bench/results/quick/ unless --out says otherwise.
 """
 
@@ -42,6 +43,7 @@ TARGETS = [
     ("finetune", "full_ft_fraction_of_peak", "%", "≥ 50% of bf16 peak", lambda v: v >= 0.5),
     ("head_cache", "head_cache_speedup", "x", "≥ 5×", lambda v: v >= 5),
     ("head_cache", "head_cache_speedup_without_extraction", "x", "", None),
+    ("head_cache", "head_cache_dev_macro_f1_delta_pts", "pts", "", None),
     ("icl", "icl_scoring_speedup_k0", "x", "≥ 3×", lambda v: v >= 3),
     ("icl", "icl_scoring_speedup_k10", "x", "≥ 3×", lambda v: v >= 3),
     ("tokenize", "tokenize_sentences_per_s", "/s", "", None),
