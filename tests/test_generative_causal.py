@@ -3,7 +3,9 @@ import_model does), prompts as chat turns, in-context learning, and causal LoRA 
 
 from __future__ import annotations
 
+import contextlib
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
@@ -17,6 +19,10 @@ from tunebench.methods import generative
 from tunebench.modeling import loading, prompts, training
 
 LABELS = ["negative", "neutral", "positive"]
+
+
+# The Trainer's stand-in for compute_loss called outside a Trainer: an accelerator whose autocast does nothing.
+NO_AUTOCAST = SimpleNamespace(accelerator=SimpleNamespace(autocast=contextlib.nullcontext))
 
 
 def chat_spec(make_spec, tiny_gguf, tiny_chat_dir, method, task="classification"):
@@ -164,7 +170,24 @@ def test_the_answer_only_loss_equals_the_models_own_loss_and_gradients(strategy,
     for items in (None, count):
         reference = loss_and_grads(lambda: model(**batch, **({"num_items_in_batch": items} if items is not None
                                                              else {})).loss)
-        ours = loss_and_grads(lambda: answer_loss(None, model, batch, num_items_in_batch=items))
+        ours = loss_and_grads(lambda: answer_loss(NO_AUTOCAST, model, batch, num_items_in_batch=items))
         torch.testing.assert_close(ours[0], reference[0], rtol=1e-5, atol=1e-6)
         for mine, theirs in zip(ours[1], reference[1]):
             torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6)
+
+
+def test_bf16_training_autocasts_the_answer_only_loss(make_spec, tiny_gguf, tiny_chat_dir, monkeypatch):
+    """Accelerate autocasts only the wrapped model's forward; the answer-only loss calls the decoder itself, so
+    it must enter the autocast itself, or `precision: bf16` silently trains in fp32."""
+    from tunebench import hardware
+
+    monkeypatch.setattr(hardware, "bf16_fast", lambda: True)
+    spec = chat_spec(make_spec, tiny_gguf, tiny_chat_dir, {"strategy": "generative_lora", "precision": "bf16",
+                                                           "epochs": 1, "batch_size": 4, "min_steps": None})
+    setup = generative.Setup(spec)
+    model = generative.build_model(spec)
+    seen = []
+    decoder = model.get_base_model().get_decoder()
+    decoder.register_forward_hook(lambda *_: seen.append(torch.is_autocast_enabled("cpu")))
+    trainer, _, _ = generative.train_model(spec, model, setup.tokenizer, setup.train, setup.dev)
+    assert trainer.args.bf16 and seen and all(seen)

@@ -142,17 +142,21 @@ def answer_loss_trainer():
     a training step, plus a float32 softmax over every position. The loss is the same: cross-entropy of the
     shifted answer tokens, summed over `num_items_in_batch` (the Trainer's count of labels[..., 1:] != -100)
     or averaged, as transformers' ForCausalLMLoss computes it; so are the gradients.
+    Mixed precision: Accelerate autocasts the wrapped model's forward only, and this loss calls the decoder and
+    the output layer directly, so it enters the accelerator's autocast itself (without it, `precision: bf16`
+    trained in fp32).
     """
     from transformers import Trainer
 
     class AnswerLossTrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             causal = model.get_base_model() if hasattr(model, "get_base_model") else model
-            hidden = causal.get_decoder()(input_ids=inputs["input_ids"],
-                                          attention_mask=inputs["attention_mask"]).last_hidden_state
             targets = inputs["labels"][:, 1:]
             answer = targets != -100
-            logits = causal.get_output_embeddings()(hidden[:, :-1][answer]).float()
+            with self.accelerator.autocast():
+                hidden = causal.get_decoder()(input_ids=inputs["input_ids"],
+                                              attention_mask=inputs["attention_mask"]).last_hidden_state
+                logits = causal.get_output_embeddings()(hidden[:, :-1][answer]).float()
             loss = torch.nn.functional.cross_entropy(logits, targets[answer], reduction="sum")
             loss = loss / (num_items_in_batch if num_items_in_batch is not None else answer.sum())
             return (loss, {"logits": logits}) if return_outputs else loss
@@ -225,12 +229,13 @@ class Setup:
         return (model, *train_model(spec, model, self.tokenizer, self.train, self.dev))
 
     def trial(self, spec: RunSpec) -> float:
-        model = self.fit(spec)[0]
+        model, trainer, seconds, _ = self.fit(spec)
+        training.keep_trained(spec, model, trainer, seconds)
         return dev_score(spec, model, self.tokenizer, self.examples, self.dev_rows)
 
 
 def select(spec: RunSpec) -> dict:
-    """Rule tune_generative: the learning rate of `learning_rate_grid` best on dev, by short trials."""
+    """Rule tune_generative: the learning rate of `learning_rate_grid` best on dev (training.select_learning_rate)."""
     setup = Setup(spec)
     return training.select_learning_rate(spec, len(setup.train), setup.trial)
 
