@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 
@@ -108,3 +109,24 @@ def test_training_split_check_accepts_what_the_data_allows():
     tbconfig.check_against_training_split("m", {"strategy": "embedding_few_shot", "shots": 2}, "d",
                                           ["a", "a", "b", "b", "b"])
     tbconfig.check_against_training_split("m", {"strategy": "full"}, "d", ["a"])
+
+
+@pytest.mark.parametrize("qlora, message", [
+    ({"learning_rate_from": "lora", "learning_rate_grid": [1e-3, 1e-2]}, "either from its own learning_rate_grid"),
+    ({"learning_rate_from": "lroa", "learning_rate_grid": None}, "unknown method 'lroa'"),
+    ({"learning_rate_from": "tfidf", "learning_rate_grid": None}, "must be a method of the encoder family"),
+    ({"learning_rate_from": "fixed", "learning_rate_grid": None}, "one with a learning_rate_grid"),
+])
+def test_learning_rate_from_names_a_tuned_method_of_the_same_family(qlora, message):
+    from tunebench import config as tbconfig
+
+    cfg = {"datasets": {"d": {"loader": "table", "path": "x.csv", "task": "classification", "labels": ["a", "b"],
+                              "columns": {"label": "label"}}},
+           "models": {"m": {"kind": "encoder", "path": "bert-base-uncased"}},
+           "methods": {"tfidf": {"strategy": "tfidf"}, "lora": {"strategy": "lora", "learning_rate_grid": [1e-3]},
+                       "fixed": {"strategy": "lora", "learning_rate": 1e-3},
+                       "qlora": {"strategy": "qlora", **qlora}},
+           "study": [{"datasets": ["d"], "models": ["m"], "methods": ["lora", "qlora"]}]}
+    with pytest.raises(tbconfig.ConfigError, match=re.escape(f"methods.qlora.learning_rate_from': ") + ".*"
+                       + re.escape(message)):
+        tbconfig.validate(cfg)

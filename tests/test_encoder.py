@@ -258,6 +258,48 @@ def test_a_selection_file_fixes_the_learning_rate_of_every_seed(workspace, tmp_p
     assert record["cost"]["learning_rate"] == 1e-7 and record["cost"]["selection"]["chosen"] == 1e-7
 
 
+@pytest.mark.parametrize("strategy", ["full", "qlora"])
+def test_the_first_seed_reuses_the_winning_full_length_trial(workspace, strategy, tmp_path):
+    """trial_fraction 1: the trial at the chosen rate is the first seed's run, so that run evaluates the trial's
+    trained model — and gets exactly what training it again would give. Other seeds train."""
+    from tunebench.runner import select
+
+    grid = dict(learning_rate_grid=[1e-7, 1e-2], epochs=2, trial_fraction=1)
+    tune = make_spec(workspace, strategy, run_dir=tmp_path / "sel", **grid)
+    selection = select(tune, tmp_path / "sel.trained")
+    assert selection["chosen"] == 1e-2 and selection["reusable_by_seed"] == 0 and selection["trial_steps"] is None
+    assert (tmp_path / "sel.trained" / "weights.safetensors").exists() and not tune.run_dir.exists()
+    (tmp_path / "sel.json").write_text(json.dumps(selection))
+
+    def run(seed, **method):
+        spec = make_spec(workspace, strategy, run_dir=tmp_path / f"run{seed}-{len(method)}", **{**grid, **method})
+        spec.seed = seed
+        if "learning_rate" not in method:
+            spec.selection_path, spec.trained_dir = str(tmp_path / "sel.json"), str(tmp_path / "sel.trained")
+        record = execute(spec, spec.run_dir / "p.parquet", spec.run_dir / "m.json")
+        return record, pl.read_parquet(spec.run_dir / "p.parquet")
+
+    reused, reused_preds = run(0)
+    trained, trained_preds = run(0, learning_rate=1e-2, learning_rate_grid=None)
+    assert reused["cost"]["resumed_from"] == "selection trial" and not trained["cost"]["resumed_from"]
+    assert reused_preds.equals(trained_preds)
+    assert reused["cost"]["optimizer_steps"] == trained["cost"]["optimizer_steps"] > 0
+    assert reused["cost"]["best_dev_metric"] == trained["cost"]["best_dev_metric"]
+    assert reused["cost"]["train_losses"] == trained["cost"]["train_losses"]
+    other, _ = run(1)
+    assert not other["cost"]["resumed_from"] and other["cost"]["learning_rate"] == 1e-2
+
+
+def test_shortened_trials_leave_nothing_to_reuse(workspace, tmp_path):
+    from tunebench.runner import select
+
+    spec = make_spec(workspace, "lora", run_dir=tmp_path / "sel", learning_rate_grid=[1e-7, 1e-2], epochs=2,
+                     trial_fraction=0.5)
+    selection = select(spec, tmp_path / "sel.trained")
+    assert selection["reusable_by_seed"] is None and selection["trial_steps"] > 0
+    assert (tmp_path / "sel.trained").is_dir() and not list((tmp_path / "sel.trained").iterdir())
+
+
 def test_min_steps_raises_epochs_only_on_small_training_sets(workspace):
     from tunebench.modeling.training import epochs_for
 
@@ -265,3 +307,23 @@ def test_min_steps_raises_epochs_only_on_small_training_sets(workspace):
     assert epochs_for(spec, 923) == 9        # SemEval: 29 batches an epoch
     assert epochs_for(spec, 3876) == 2       # FPB: 122 batches an epoch already give 244 steps
     assert epochs_for(make_spec(workspace, "lora", epochs=2, min_steps=None), 923) == 2
+
+
+def test_bf16_precision_trains_the_encoder_under_autocast(workspace, tmp_path, monkeypatch):
+    from tunebench import hardware
+    from tunebench.methods.encoder import TrainingData
+
+    monkeypatch.setattr(hardware, "bf16_fast", lambda: True)
+    spec = make_spec(workspace, "full", run_dir=tmp_path / "run", precision="bf16", epochs=1)
+    data = TrainingData(spec)
+    seen = []
+    real_build = build_model
+
+    def build(spec):
+        model = real_build(spec)
+        model.encoder.register_forward_hook(lambda *_: seen.append(torch.is_autocast_enabled("cpu")))
+        return model
+
+    monkeypatch.setattr("tunebench.methods.encoder.build_model", build)
+    _, trainer, _, _ = data.fit(spec)
+    assert trainer.args.bf16 and seen and all(seen)

@@ -106,3 +106,22 @@ def test_calibration_times_real_lora_and_qlora_steps(tmp_path):
 def test_the_kept_reference_exists_and_names_its_machine():
     meta = json.loads((REPO / "docs" / "results" / "calibration.json").read_text())
     assert {"dense_step_s", "qlora_step_s", "job_overhead_s", "cpu", "hardware", "study_wall_s"} <= set(meta)
+
+
+def test_selection_cost_follows_the_trial_length_and_the_first_seed_reuses_the_winning_trial(tmp_path):
+    """Reference trials ran a quarter of the run's steps (16 of 64); this config's trials run the whole recipe:
+    the selection costs 4x the reference's, and the first seed's run only its evaluation (the run less its
+    training)."""
+    rows = [("d", "m", "qlora", "qlora", seed, 300.0, 240.0, 500.0, 16, 64) for seed in (0, 1)]
+    pl.DataFrame(rows, schema=["dataset", "model", "method", "strategy", "seed", "wall_time_s", "train_time_s",
+                               "selection_time_s", "trial_steps", "optimizer_steps"], orient="row"
+                 ).write_csv(tmp_path / "runs.csv")
+    study = {**STUDY, "methods": {"qlora": STUDY["methods"]["qlora"]},
+             "study": [{"datasets": ["d"], "models": ["m"], "methods": ["qlora"]}]}
+    jobs, _, _ = est.job_seconds(tbconfig.validate(study), est.reference_costs(tmp_path / "runs.csv"),
+                                 tmp_path / "results")
+    assert sorted(s for _, s in jobs) == [60.0, 300.0, 2000.0]
+    short = {**study, "methods": {"qlora": {**STUDY["methods"]["qlora"], "trial_fraction": 0.25}}}
+    jobs, _, _ = est.job_seconds(tbconfig.validate(short), est.reference_costs(tmp_path / "runs.csv"),
+                                 tmp_path / "results")
+    assert sorted(s for _, s in jobs) == [300.0, 300.0, 500.0]

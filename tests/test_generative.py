@@ -128,3 +128,27 @@ def test_dequantise_once_cache_computes_what_bitsandbytes_computes(make_spec, ti
         outputs[setting] = (out.logits.detach(), grads)
     assert torch.allclose(outputs["off"][0], outputs["on"][0], atol=1e-5)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(outputs["off"][1], outputs["on"][1]))
+
+
+def test_the_first_seed_reuses_the_winning_trial_adapter(make_spec, tiny_t5, tmp_path):
+    """A full-length trial at the chosen rate is the first seed's run: that run evaluates the kept adapter and
+    writes what training it again would."""
+    import json
+
+    model = {"kind": "seq2seq", "path": str(tiny_t5), "max_length": 64}
+    grid = {"strategy": "generative_lora", **FAST, "epochs": 2, "learning_rate_grid": [1e-6, 1e-2],
+            "trial_fraction": 1}
+    selection = runner.select(make_spec(model, grid, run_dir=tmp_path / "sel"), tmp_path / "sel.trained")
+    assert selection["reusable_by_seed"] == 0 and (tmp_path / "sel.trained" / "weights.safetensors").exists()
+    (tmp_path / "sel.json").write_text(json.dumps(selection))
+
+    reused = make_spec(model, grid, run_dir=tmp_path / "reused", selection_path=str(tmp_path / "sel.json"),
+                       trained_dir=str(tmp_path / "sel.trained"))
+    again = make_spec(model, {**grid, "learning_rate_grid": None, "learning_rate": selection["chosen"]},
+                      run_dir=tmp_path / "again")
+    first = runner.execute(reused, tmp_path / "r.parquet", tmp_path / "r.json")
+    second = runner.execute(again, tmp_path / "a.parquet", tmp_path / "a.json")
+    assert first["cost"]["resumed_from"] == "selection trial" and not second["cost"]["resumed_from"]
+    assert pl.read_parquet(tmp_path / "r.parquet").equals(pl.read_parquet(tmp_path / "a.parquet"))
+    assert first["cost"]["optimizer_steps"] == second["cost"]["optimizer_steps"] > 0
+    assert first["cost"]["best_dev_loss"] == second["cost"]["best_dev_loss"]

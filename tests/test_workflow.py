@@ -89,3 +89,37 @@ def test_adding_a_dataset_adds_only_its_jobs(smoke_run):
     config["study"][0]["datasets"].append("fpb75")
     assert jobs_planned(smoke_run[0], config) == {"prepare": 1, "run_baseline": 2, "aggregate": 1, "report": 1,
                                                   "all": 1}
+
+
+def test_a_tuned_method_reuses_its_winning_trial_and_lends_its_rate(tmp_path):
+    """Rule tune_encoder runs once for `full` (a full-length trial per rate on the first seed); full's seed 0
+    evaluates the winning trial's model, seed 1 trains; qlora borrows full's rate and has no selection job."""
+    from conftest import make_workdir
+
+    workdir = make_workdir(tmp_path / "tuned")
+    config = smoke_config()
+    config["methods"] = {
+        "full": {"strategy": "full", "learning_rate_grid": [1e-5, 1e-3], "epochs": 1, "max_train_samples": 150,
+                 "min_steps": None, "precision": "fp32"},
+        "qlora": {"strategy": "qlora", "learning_rate_from": "full", "learning_rate_grid": None, "epochs": 1,
+                  "max_train_samples": 150, "min_steps": None}}
+    config["seeds"] = [0, 1]
+    config["study"] = [{"datasets": ["fpb"], "models": ["tiny_bert"], "methods": ["full"]},
+                       {"datasets": ["fpb"], "models": ["tiny_bert"], "methods": ["qlora"], "seeds": [0]}]
+    config["report"] = {"comparisons": [["full", "qlora"]], "bootstrap_samples": 100}
+    (workdir / "tuned.yaml").write_text(yaml.safe_dump(config))
+    planned = run_snakemake(workdir, "--dry-run", "--quiet", "rules", configfile="tuned.yaml").stdout
+    assert re.search(r"^tune_encoder\s+1$", planned, re.M) and re.search(r"^finetune_encoder\s+3$", planned, re.M)
+    run_snakemake(workdir, configfile="tuned.yaml")
+
+    selection = json.loads((workdir / "results/selection/fpb/tiny_bert/full.json").read_text())
+    assert selection["reusable_by_seed"] == 0
+    assert (workdir / "results/selection/fpb/tiny_bert/full.trained/weights.safetensors").exists()
+    cost = {name: json.loads((workdir / f"results/runs/fpb/tiny_bert/{name}/metrics.json").read_text())["cost"]
+            for name in ("full/seed0", "full/seed1", "qlora/seed0")}
+    assert cost["full/seed0"]["resumed_from"] == "selection trial" and not cost["full/seed1"]["resumed_from"]
+    assert cost["qlora/seed0"]["learning_rate"] == selection["chosen"] == cost["full/seed1"]["learning_rate"]
+    assert cost["qlora/seed0"]["selection"]["from_method"] == "full" and not cost["qlora/seed0"]["resumed_from"]
+    runs = pl.read_csv(workdir / "results/runs.csv")
+    assert runs.filter(pl.col("method") == "qlora")["chosen_on_dev"][0].endswith("(by full)")
+    assert "Learning-rate selection on dev" in (workdir / "results/report.md").read_text()

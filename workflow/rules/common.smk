@@ -120,6 +120,9 @@ def run_inputs(wc):
         inputs["model_dir"] = f"results/models/{wc.model}"
     if tuned(method):
         inputs["selection"] = f"results/selection/{wc.dataset}/{wc.model}/{wc.method}.json"
+        inputs["trained"] = f"results/selection/{wc.dataset}/{wc.model}/{wc.method}.trained"
+    elif method.get("learning_rate_from"):  # the rate another method chose on the same dataset and model
+        inputs["selection"] = f"results/selection/{wc.dataset}/{wc.model}/{method['learning_rate_from']}.json"
     if method.get("selection") == "similar" and method.get("retriever"):
         inputs["embeddings"] = features_file(wc.dataset, method["retriever"], "mean")
     return inputs
@@ -134,6 +137,7 @@ def selection_inputs(wc):
     """A selection reads what the method's runs read (but not the selection itself)."""
     inputs = run_inputs(wc)
     inputs.pop("selection", None)
+    inputs.pop("trained", None)
     return inputs
 
 

@@ -27,8 +27,10 @@ for _family in families.families():
             "../scripts/tunebench_job.py"
 
 
-# Methods with a learning_rate_grid: the rate is chosen on dev once per (dataset, model, method) by short
-# trials, and every seed's run trains at it (tunebench.modeling.training.select_learning_rate).
+# Methods with a learning_rate_grid: the rate is chosen on dev once per (dataset, model, method) by a trial per
+# rate on the first seed, and every seed's run trains at it (tunebench.modeling.training.select_learning_rate).
+# `trained` holds the chosen full-length trial's model: the first seed's run evaluates it instead of training
+# the same model again (empty when trials are shortened).
 for _family in families.families():
     if not _family.trains:
         continue
@@ -40,6 +42,7 @@ for _family in families.families():
             unpack(selection_inputs),
         output:
             selection="results/selection/{dataset}/{model}/{method}.json",
+            trained=directory("results/selection/{dataset}/{model}/{method}.trained"),
         log:
             f"logs/tune_{_family.name}/{{dataset}}/{{model}}/{{method}}.log",
         wildcard_constraints:

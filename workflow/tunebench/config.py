@@ -184,6 +184,7 @@ def _check_semantics(config: dict, source: str) -> None:
             raise ConfigError(f"{where}.base_url': an api model needs the endpoint's base URL")
     for name, method in methods.items():
         _check_verbalizers(method, f"{source}: config key 'methods.{name}")
+        _check_learning_rate_from(methods, name, f"{source}: config key 'methods.{name}")
         if method["strategy"] != "icl":
             continue
         where = f"{source}: config key 'methods.{name}"
@@ -233,6 +234,23 @@ def _check_verbalizers(method: dict, where: str) -> None:
             raise ConfigError(f"{where}.verbalizers.{label}': the answer word {word!r} can never be read back "
                               f"as '{label}' by the answer parser (it needs a word of letters or digits that no "
                               f"other label's word contains)")
+
+
+def _check_learning_rate_from(methods: dict, name: str, where: str) -> None:
+    """`learning_rate_from` names a method of the same family whose rate is chosen on dev (it has a grid)."""
+    method = methods[name]
+    lender = method.get("learning_rate_from")
+    if not lender:
+        return
+    if method.get("learning_rate_grid"):
+        raise ConfigError(f"{where}.learning_rate_from': a method takes its learning rate either from its own "
+                          f"learning_rate_grid or from another method's choice; set learning_rate_grid: null")
+    if lender not in methods:
+        raise ConfigError(f"{where}.learning_rate_from': unknown method '{lender}' (known: {', '.join(methods)})")
+    family = families.family_of(method["strategy"])
+    if families.family_of(methods[lender]["strategy"]) is not family or not methods[lender].get("learning_rate_grid"):
+        raise ConfigError(f"{where}.learning_rate_from': '{lender}' must be a method of the {family.name} family "
+                          f"whose learning rate is chosen on dev (one with a learning_rate_grid)")
 
 
 def check_against_training_split(method: str, method_cfg: dict, dataset: str, train_labels: list) -> None:

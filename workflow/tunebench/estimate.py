@@ -114,43 +114,64 @@ class Estimate:
     qlora_factor: float
 
 
-def reference_costs(runs_csv: Path) -> tuple[dict, dict, dict]:
-    """(seconds per run keyed by (dataset, model, method), mean seconds per strategy, learning-rate
-    selection seconds keyed by (dataset, model, method)) from the reference runs.csv."""
+def reference_costs(runs_csv: Path) -> tuple[dict, dict, dict, dict]:
+    """(seconds per run keyed by (dataset, model, method), mean seconds per strategy, learning-rate selection
+    (seconds, trial fraction) keyed by (dataset, model, method), training seconds per run keyed likewise) from
+    the reference runs.csv."""
     import polars as pl
 
     runs = pl.read_csv(runs_csv, infer_schema_length=None)
     runs = runs.filter(~pl.col("method").str.ends_with("-gen"))   # answers of another run, not a job
+    key = ["dataset", "model", "method"]
     by_run = {(r["dataset"], r["model"], r["method"]): r["wall_time_s"] for r in
-              runs.group_by(["dataset", "model", "method"]).agg(pl.col("wall_time_s").mean()).iter_rows(named=True)}
+              runs.group_by(key).agg(pl.col("wall_time_s").mean()).iter_rows(named=True)}
     by_strategy = dict(runs.group_by("strategy").agg(pl.col("wall_time_s").mean()).iter_rows())
+    train = {}
+    if "train_time_s" in runs.columns:
+        train = {(r["dataset"], r["model"], r["method"]): r["train_time_s"] or 0.0 for r in
+                 runs.group_by(key).agg(pl.col("train_time_s").cast(pl.Float64).mean()).iter_rows(named=True)}
     selection = {}
     if "selection_time_s" in runs.columns:
-        chosen = runs.filter(pl.col("selection_time_s").is_not_null())
-        selection = {(r["dataset"], r["model"], r["method"]): r["selection_time_s"]
-                     for r in chosen.unique(["dataset", "model", "method"]).iter_rows(named=True)}
-    return by_run, by_strategy, selection
+        for r in runs.filter(pl.col("selection_time_s").is_not_null()).unique(key).iter_rows(named=True):
+            # A shortened trial ran trial_steps of the run's optimizer_steps; no trial_steps: a full-length trial.
+            steps, total = r.get("trial_steps"), r.get("optimizer_steps")
+            fraction = min(1.0, float(steps) / float(total)) if steps and total else None
+            selection[(r["dataset"], r["model"], r["method"])] = (r["selection_time_s"], fraction)
+    return by_run, by_strategy, selection, train
 
 
-def job_seconds(cfg: dict, reference: tuple[dict, dict, dict], results: Path) -> tuple[list, int, list[str]]:
-    """[(strategy, reference seconds)] for every job the study still has to run."""
-    by_run, by_strategy, selection = reference
+def job_seconds(cfg: dict, reference: tuple[dict, dict, dict, dict], results: Path) -> tuple[list, int, list[str]]:
+    """[(strategy, reference seconds)] for every job the study still has to run. A learning-rate selection costs
+    the reference's, scaled by this config's trial length over the reference's (or, with no reference, a trial
+    per rate at trial_fraction of a run); with full-length trials the first seed's run reuses the winning trial
+    and costs only its evaluation (the run's time less its training)."""
+    by_run, by_strategy, selection, train = reference
     jobs, finished, unmatched, tuned = [], 0, [], set()
-    for run in tbconfig.runs(cfg):
-        strategy = cfg["methods"][run.method]["strategy"]
+    runs = list(tbconfig.runs(cfg))
+    first_seed = {}
+    for run in runs:
+        group = (run.dataset, run.model, run.method)
+        first_seed[group] = min(first_seed.get(group, run.seed), run.seed)
+    for run in runs:
+        method = cfg["methods"][run.method]
+        strategy, group = method["strategy"], (run.dataset, run.model, run.method)
         if (results / "runs" / run.path / "metrics.json").exists():
             finished += 1
             continue
-        seconds = by_run.get((run.dataset, run.model, run.method), by_strategy.get(strategy))
+        seconds = by_run.get(group, by_strategy.get(strategy))
         if seconds is None:
             unmatched.append(run.path)
             continue
-        jobs.append((strategy, seconds))
-        group = (run.dataset, run.model, run.method)
-        if cfg["methods"][run.method].get("learning_rate_grid") and group not in tuned:
+        grid, fraction = method.get("learning_rate_grid"), method.get("trial_fraction", 1)
+        reused = bool(grid) and fraction >= 1 and run.seed == first_seed[group]
+        jobs.append((strategy, seconds - train.get(group, 0.0) if reused else seconds))
+        if grid and group not in tuned:
             tuned.add(group)
             if not (results / "selection" / run.dataset / run.model / f"{run.method}.json").exists():
-                jobs.append((strategy, selection.get(group, 3 * seconds)))
+                measured, measured_fraction = selection.get(group, (None, None))
+                trials = (measured * fraction / (measured_fraction or fraction) if measured is not None
+                          else len(grid) * fraction * seconds)
+                jobs.append((strategy, trials))
     return jobs, finished, unmatched
 
 

@@ -50,6 +50,7 @@ def run_spec(inp, params, wildcards, threads, run_dir, seed: int):
         tokenized_dir=getattr(inp, "tokenized", None), features_path=getattr(inp, "features", None),
         embeddings_path=getattr(inp, "embeddings", None), lexicon_path=getattr(inp, "lexicon", None),
         model_dir=getattr(inp, "model_dir", None), selection_path=getattr(inp, "selection", None),
+        trained_dir=getattr(inp, "trained", None),
         extra={"retriever_cfg": p.get("retriever_cfg"), "api_cache_dir": p.get("api_cache")},
     )
 
@@ -67,7 +68,7 @@ def select_learning_rate(inp, out, params, wildcards, threads):
 
     out_dir = Path(out.selection).with_suffix("")   # the trials' scratch folder, removed when they are done
     spec = run_spec(inp, params, wildcards, threads, out_dir, int(params.run["seed"]))
-    files.write_json(out.selection, select(spec))
+    files.write_json(out.selection, select(spec, Path(out.trained)))
 
 
 def aggregate(inp, out, params, wildcards, threads):

@@ -38,6 +38,7 @@ class RunSpec:
     lexicon_path: str | None = None      # lm_dictionary: the Loughran-McDonald word list
     model_dir: str | None = None         # a GGUF model entry: its converted safetensors folder (rule import_model)
     selection_path: str | None = None    # a method with a learning_rate_grid: its selection (rule tune_<family>)
+    trained_dir: str | None = None       # the selection's full-length trial at the chosen rate, when it was this run
     extra: dict = field(default_factory=dict)
 
     @property
@@ -167,15 +168,23 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def select(spec: RunSpec) -> dict:
-    """The learning-rate selection of a trained method (its family module's `select`), with when it ran."""
+def select(spec: RunSpec, trained_out: Path | None = None) -> dict:
+    """The learning-rate selection of a trained method (its family module's `select`), with when it ran. The
+    chosen full-length trial's trained model goes to `trained_out` (a folder, left empty when there is none)."""
     import shutil
+
+    from tunebench.modeling.training import TRAINED
 
     started = datetime.now(timezone.utc)
     check_against_training_split(spec.method, spec.method_cfg, spec.dataset,
                                  spec.split("train")[spec.target_column].to_list())
     spec.run_dir.mkdir(parents=True, exist_ok=True)
     selection = families.family_of(spec.strategy).load("select")(spec)
+    if trained_out is not None:
+        shutil.rmtree(trained_out, ignore_errors=True)
+        if (spec.run_dir / TRAINED).exists():
+            shutil.move(spec.run_dir / TRAINED, trained_out)
+        Path(trained_out).mkdir(parents=True, exist_ok=True)
     shutil.rmtree(spec.run_dir, ignore_errors=True)
     return {**selection, "started": started.isoformat(), "ended": datetime.now(timezone.utc).isoformat()}
 

@@ -220,7 +220,8 @@ def chosen_on_dev(run: Run) -> dict:
     selection, head = cost.get("selection"), cost.get("selected")
     if isinstance(selection, dict):
         by_value = selection.get("dev_by_learning_rate") or {}
-        return {"chosen_on_dev": f"learning_rate={selection['chosen']:g}", "grid": _grid(selection["grid"]),
+        lender = f" (by {selection['from_method']})" if selection.get("from_method") else ""
+        return {"chosen_on_dev": f"learning_rate={selection['chosen']:g}{lender}", "grid": _grid(selection["grid"]),
                 "on_edge": bool(selection["on_edge"]), "selection_time_s": selection.get("selection_time_s"),
                 "dev_by_value": " ".join(f"{lr}:{value:.4f}" for lr, value in by_value.items()) or None,
                 "selection_dev_metric": selection.get("dev_metric"), "trial_steps": selection.get("trial_steps")}

@@ -408,12 +408,14 @@ class Dataset:
         """One figure per method whose learning rate was chosen on dev: the dev metric of each trial."""
         if "dev_by_value" not in self.runs.columns:
             return []
-        chosen = self.runs.filter(pl.col("dev_by_value").is_not_null()).unique(["model", "method"],
-                                                                                maintain_order=True)
+        # A rate borrowed from another method (learning_rate_from) is that method's figure already.
+        chosen = self.runs.filter(pl.col("dev_by_value").is_not_null()
+                                  & ~pl.col("chosen_on_dev").str.contains("(by ", literal=True)
+                                  ).unique(["model", "method"], maintain_order=True)
         blocks = []
         for r in chosen.iter_rows(named=True):
             pairs = sorted((float(lr), float(v)) for lr, v in (item.split(":") for item in r["dev_by_value"].split()))
-            best = float(r["chosen_on_dev"].split("=")[1])
+            best = float(r["chosen_on_dev"].split("=")[1].split()[0])
             metric = METRIC_NAMES.get(r["selection_dev_metric"], r["selection_dev_metric"] or "dev metric")
             fig, ax = plt.subplots(figsize=(4.5, 3))
             ax.plot([lr for lr, _ in pairs], [v for _, v in pairs], marker="o")
@@ -595,12 +597,15 @@ def dev_choices(runs: pl.DataFrame) -> list:
     chosen = runs.filter(pl.col("chosen_on_dev").is_not_null()).unique(["dataset", "model", "method"],
                                                                         maintain_order=True)
     rows = [[r["dataset"], label(r["method"], r["model"]), r["chosen_on_dev"], r["grid"],
-             "edge" if str(r["on_edge"]).lower() == "true" else "", dev_values(r), fmt_int(r.get("trial_steps")),
+             "edge" if str(r["on_edge"]).lower() == "true" else "", dev_values(r),
+             fmt_int(r.get("trial_steps")) if r.get("trial_steps") is not None else "the run's",
              fmt(r.get("selection_time_s"), 1)]
             for r in chosen.iter_rows(named=True)]
     text = ("Every learning rate and head penalty was chosen on the dev split, per dataset, never on test: for "
-            "trained strategies by a short trial per learning rate of the grid (trial_fraction of the final run's "
-            "optimizer steps: the trial steps column), then every seed trained at the best one; for the head by "
+            "trained strategies by one trial per learning rate of the grid on the first seed, as long as the final "
+            "run (\"the run's\" steps; the winning trial is then the first seed's run) or shortened to "
+            "trial_fraction of its optimizer steps (the trial steps column), then every seed trained at the best "
+            "one; for the head by "
             "fitting each penalty of its grid to convergence. \"edge\" marks a choice on the grid's edge. Other "
             "settings (budgets, k, templates) are fixed in the config, the same for every method of a family.")
     return [("h2", "How settings were chosen"), ("p", text),

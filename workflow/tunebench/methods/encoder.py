@@ -163,14 +163,15 @@ class TrainingData:
         return (model, *training.fit(model, self.train, self.dev, spec, self.collator, compute_metrics_fn(spec)))
 
     def trial(self, spec: RunSpec) -> float:
-        """The dev metric at the end of a short trial (training.trial_spec)."""
-        _, trainer, _, _ = self.fit(spec)
+        """The dev metric of a learning-rate trial (training.trial_spec): of the best checkpoint, restored."""
+        model, trainer, seconds, _ = self.fit(spec)
+        training.keep_trained(spec, model, trainer, seconds)
         metric = training.dev_metric(spec.task)[0]
         return trainer.evaluate()[f"eval_{metric}"]
 
 
 def select(spec: RunSpec) -> dict:
-    """Rule tune_encoder: the learning rate of `learning_rate_grid` best on dev, by short trials."""
+    """Rule tune_encoder: the learning rate of `learning_rate_grid` best on dev (training.select_learning_rate)."""
     _setup(spec)
     data = TrainingData(spec)
     return training.select_learning_rate(spec, len(data.train), data.trial)

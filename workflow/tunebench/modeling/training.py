@@ -211,6 +211,8 @@ def fit(model, train, dev, spec: RunSpec, collator, compute_metrics=None, metric
     trainer = (trainer_class or Trainer)(model=model, args=args, train_dataset=train, eval_dataset=dev,
                                          data_collator=collator, compute_metrics=compute_metrics,
                                          callbacks=callbacks)
+    if spec.trained_dir:
+        return trainer, *reuse_trained(model, trainer, Path(spec.trained_dir))
     resume = last_checkpoint(out)
     if resume:
         print(f"resuming from {resume}")
@@ -230,58 +232,115 @@ def predict_in_order(trainer, dataset) -> np.ndarray:
 
 
 # --- learning-rate selection on dev ------------------------------------------------------------------------------
+#
+# One trial per rate of the grid, on the run's first seed. A full-length trial (trial_fraction 1, the default)
+# is the final run's own recipe — same seed, data, schedule, early stopping and best-checkpoint restore — so the
+# trial at the chosen rate *is* that seed's run: its trained weights are kept (rule tune_<family>'s `.trained`
+# folder) and the run of that seed evaluates them instead of training the same model again. Shorter trials
+# (trial_fraction < 1) are cheaper but choose differently (bench/trial_agreement.py); nothing is kept from them.
 
 def trial_spec(spec: RunSpec, learning_rate: float, train_rows: int) -> RunSpec:
-    """A short trial at one learning rate: `trial_fraction` of the final run's optimizer steps (the schedule
-    squeezed to fit), no checkpoints or early stopping, scored on dev at its end."""
+    """A trial at one learning rate. trial_fraction 1: the final run's recipe. Below 1: that fraction of the
+    final run's optimizer steps (the schedule squeezed to fit), no checkpoints or early stopping, scored on dev
+    at its end."""
     cfg = spec.method_cfg
-    steps = math.ceil(train_rows / cfg["batch_size"]) * epochs_for(spec, train_rows)
-    trial_cfg = {**cfg, "learning_rate": learning_rate, "learning_rate_grid": None, "early_stopping_patience": None,
-                 "max_steps": max(1, math.ceil(cfg["trial_fraction"] * steps))}
+    trial_cfg = {**cfg, "learning_rate": learning_rate, "learning_rate_grid": None}
+    if cfg["trial_fraction"] < 1:
+        steps = math.ceil(train_rows / cfg["batch_size"]) * epochs_for(spec, train_rows)
+        trial_cfg.update(early_stopping_patience=None, max_steps=max(1, math.ceil(cfg["trial_fraction"] * steps)))
     return dataclasses.replace(spec, method_cfg=trial_cfg, run_dir=spec.run_dir / f"trial-lr{learning_rate:g}")
 
 
 def trial_overrides(spec: RunSpec) -> dict:
-    """Trainer settings of a trial (see trial_spec); empty for a full run."""
+    """Trainer settings of a shortened trial (see trial_spec); empty for a full run or a full-length trial."""
     if not spec.method_cfg.get("max_steps"):
         return {}
     return {"max_steps": spec.method_cfg["max_steps"], "eval_strategy": "no", "save_strategy": "no",
             "load_best_model_at_end": False}
 
 
+TRAINED = "trained"   # a full-length trial's folder of what its run can reuse
+
+
+def keep_trained(spec: RunSpec, model: nn.Module, trainer, train_seconds: float) -> None:
+    """After a full-length trial: its trained weights (those that training changed), the Trainer's state (steps,
+    losses, best dev metric) and its training time, for the run of the same seed (see reuse_trained)."""
+    if spec.method_cfg.get("max_steps"):
+        return
+    folder = spec.run_dir / TRAINED
+    folder.mkdir(parents=True, exist_ok=True)
+    save_trainable(model, folder / "weights.safetensors")
+    trainer.state.save_to_json(str(folder / "trainer_state.json"))
+    (folder / "trial.json").write_text(json.dumps({"train_time_s": train_seconds, "seed": spec.seed,
+                                                   "learning_rate": spec.method_cfg["learning_rate"]}))
+
+
+def reuse_trained(model: nn.Module, trainer, folder: Path) -> tuple[float, str]:
+    """The chosen full-length trial's weights and Trainer state in place of training: (its training seconds,
+    what the run reused)."""
+    from transformers import TrainerState
+
+    load_trainable(model, folder / "weights.safetensors")
+    trainer.state = TrainerState.load_from_json(str(folder / "trainer_state.json"))
+    print(f"reusing the selection trial at the chosen learning rate ({folder}): it was this run")
+    return json.loads((folder / "trial.json").read_text())["train_time_s"], "selection trial"
+
+
 def select_learning_rate(spec: RunSpec, train_rows: int, trial) -> dict:
-    """Try every value of `learning_rate_grid` in a short trial (`trial(trial_spec) -> dev metric`) and keep the
-    best on dev. Returns the selection trace every run of the method records: grid, dev metric per value, the
-    chosen value, whether it lies on an edge of the grid (then a wider grid may do better), and the cost."""
+    """Try every value of `learning_rate_grid` (`trial(trial_spec) -> dev metric`) and keep the best on dev.
+    Returns the selection trace every run of the method records: grid, dev metric per value, the chosen value,
+    whether it lies on an edge of the grid (then a wider grid may do better), and the cost. A full-length trial
+    at the chosen value leaves its trained model in spec.run_dir / "trained" (see keep_trained)."""
     cfg = spec.method_cfg
     grid = sorted(cfg["learning_rate_grid"])
     metric, greater = dev_metric(spec.task)
-    scores, t0 = {}, time.perf_counter()
+    kept = spec.run_dir / TRAINED
+    scores, best, t0 = {}, None, time.perf_counter()
     for lr in grid:
         trial_run = trial_spec(spec, lr, train_rows)
         scores[lr] = float(trial(trial_run))
-        shutil.rmtree(trial_run.run_dir, ignore_errors=True)
         print(f"learning rate {lr:g}: dev {metric} {scores[lr]:.4f}", flush=True)
-    finite = {lr: v for lr, v in scores.items() if math.isfinite(v)} or scores
-    chosen = (max if greater else min)(finite, key=finite.get)
+        if math.isfinite(scores[lr]) and (best is None or (scores[lr] > scores[best] if greater
+                                                              else scores[lr] < scores[best])):
+            best = lr
+            shutil.rmtree(kept, ignore_errors=True)
+            if (trial_run.run_dir / TRAINED).exists():
+                shutil.move(trial_run.run_dir / TRAINED, kept)
+        shutil.rmtree(trial_run.run_dir, ignore_errors=True)
+    chosen = best if best is not None else grid[0]
+    short = cfg["trial_fraction"] < 1
     return {"grid": grid, "dev_metric": metric, "dev_by_learning_rate": {f"{lr:g}": v for lr, v in scores.items()},
             "chosen": chosen, "on_edge": len(grid) > 1 and chosen in (grid[0], grid[-1]),
             "trial_fraction": cfg["trial_fraction"],
-            "trial_steps": trial_spec(spec, grid[0], train_rows).method_cfg["max_steps"], "trial_seed": spec.seed,
+            "trial_steps": trial_spec(spec, grid[0], train_rows).method_cfg["max_steps"] if short else None,
+            "trial_seed": spec.seed, "reusable_by_seed": spec.seed if kept.exists() else None,
             "selection_time_s": time.perf_counter() - t0}
 
 
 def with_selected_learning_rate(spec: RunSpec, train_rows: int, trial) -> tuple[RunSpec, dict | None]:
     """The spec to train: at the learning rate chosen on dev (read from the run's selection file, made once per
-    method by rule select_learning_rate; or selected here if there is none), else at `learning_rate`."""
+    method by rule tune_<family>, or by the method `learning_rate_from` names; or selected here if there is
+    none), else at `learning_rate`. The run of the seed whose full-length trial won gets that trial's trained
+    model (spec.trained_dir) instead of training."""
     cfg = spec.method_cfg
-    if not cfg.get("learning_rate_grid"):
+    lender = cfg.get("learning_rate_from")
+    if not cfg.get("learning_rate_grid") and not lender:
         return spec, None
+    if lender and not spec.selection_path:
+        raise ValueError(f"method '{spec.method}' trains at the learning rate '{lender}' chose on dev: its "
+                         f"selection file is needed (rule tune_<family> of '{lender}')")
     if spec.selection_path:
         selection = json.loads(Path(spec.selection_path).read_text())
+        if lender:   # chosen by another method's trials: nothing of them is this run
+            selection = {**selection, "from_method": lender, "reusable_by_seed": None}
+        trained = Path(spec.trained_dir) if spec.trained_dir else None
     else:
         selection = select_learning_rate(spec, train_rows, trial)
-    return dataclasses.replace(spec, method_cfg={**cfg, "learning_rate": selection["chosen"]}), selection
+        trained = spec.run_dir / TRAINED
+    reuse = (selection.get("reusable_by_seed") == spec.seed and trained is not None
+             and (trained / "weights.safetensors").exists())
+    return dataclasses.replace(spec, method_cfg={**cfg, "learning_rate": selection["chosen"]},
+                               trained_dir=str(trained) if reuse else None), selection
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -306,8 +365,10 @@ def load_trainable(model: nn.Module, path: Path) -> nn.Module:
 
 
 def drop_checkpoints(spec: RunSpec) -> None:
-    """The checkpoints only served resuming: a finished run keeps its predictions and metrics."""
+    """The checkpoints only served resuming (and a selection made in the run, its reused trial): a finished run
+    keeps its predictions and metrics."""
     shutil.rmtree(spec.run_dir / "checkpoints", ignore_errors=True)
+    shutil.rmtree(spec.run_dir / TRAINED, ignore_errors=True)
 
 
 def cost_info(spec: RunSpec, model, trainer, train_seconds: float, eval_seconds: float, train_tokens: int,
