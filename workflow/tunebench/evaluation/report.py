@@ -205,7 +205,7 @@ class Dataset:
             found = kind.filter((pl.col("model") == r["model"]) & (pl.col("method") == r["method"])).row(0, named=True)
             for strategy, *k in wanted:
                 if found["strategy"] == strategy and (not k or str(found.get("k")) == k[0].removeprefix("k=")):
-                    rows = self.test_rows(r["model"], r["method"])
+                    rows = self.test_rows(r["model"], r["method"].removesuffix("-gen"))   # -gen: same run
                     # A method scored on the fixed test subset: the same split, fewer of its rows.
                     subset = f" ({rows} of {fmt_int(full_test)} test rows)" if rows != fmt_int(full_test) else ""
                     values.append(f"{label(r['method'], r['model'])} {fmt(r['mean'])}{subset}")
