@@ -21,12 +21,15 @@ def choices(path: str) -> pl.DataFrame:
     tuned = runs.filter(pl.col("chosen_on_dev").str.starts_with("learning_rate=")
                         & ~pl.col("method").str.ends_with("-gen"))
     return tuned.unique(["dataset", "model", "method"], keep="first").select(
-        "dataset", "model", "method", pl.col("chosen_on_dev").str.strip_prefix("learning_rate=").alias("chosen"),
+        "dataset", "model", "method",
+        # "0.003 (by lora)": a rate borrowed from another method's selection (learning_rate_from)
+        pl.col("chosen_on_dev").str.strip_prefix("learning_rate=").str.split(" ").list.first().alias("chosen"),
+        pl.col("chosen_on_dev").str.contains("(by ", literal=True).alias("borrowed"),
         pl.col("selection_time_s").cast(pl.Float64))
 
 
 def compare(before: str, after: str) -> pl.DataFrame:
-    joined = choices(before).join(choices(after), on=["dataset", "model", "method"], suffix="_after")
+    joined = choices(before).join(choices(after), on=["dataset", "model", "method"], suffix="_after").drop("borrowed")
     return joined.with_columns(agree=pl.col("chosen") == pl.col("chosen_after")).sort("dataset", "method")
 
 
