@@ -125,3 +125,24 @@ def test_selection_cost_follows_the_trial_length_and_the_first_seed_reuses_the_w
     jobs, _, _ = est.job_seconds(tbconfig.validate(short), est.reference_costs(tmp_path / "runs.csv"),
                                  tmp_path / "results")
     assert sorted(s for _, s in jobs) == [300.0, 300.0, 500.0]
+
+
+@pytest.mark.parametrize("qlora_step_s, fast_kernels, expected", [
+    (5.0, True, "WARNING: QLoRA's 4-bit base runs on a slow path here (a QLoRA step: 5.0x a LoRA step"),
+    (1.1, False, "no AVX-512: QLoRA dequantises its frozen 4-bit base once per run"),
+    (1.1, True, None),
+])
+def test_the_qlora_warning_follows_the_measured_step_ratio(monkeypatch, qlora_step_s, fast_kernels, expected):
+    """Warn (and name skip_methods) only when a QLoRA step measured here is slow, whatever the CPU flags say:
+    on a CPU without AVX-512 the dequantise-once base keeps QLoRA about as fast as LoRA."""
+    from tunebench import hardware
+
+    monkeypatch.setattr(hardware, "fast_4bit_kernels", lambda: fast_kernels)
+    cfg = tbconfig.validate(STUDY)
+    result = est.Estimate(wall_s=100.0, jobs=5, finished=0, unmatched=[], qlora_jobs=2, dense_factor=1.0,
+                          qlora_factor=1.0)
+    text = est.report(result, {"dense_step_s": 1.0, "qlora_step_s": qlora_step_s},
+                      {"cpu": "ref", "hardware": "2 cores"}, cfg)
+    lines = text.splitlines()[2:]
+    assert (expected is None and not lines) or (len(lines) == 1 and lines[0].startswith(expected))
+    assert ("skip_methods=[qlora]" in text) == (qlora_step_s > est.SLOW_QLORA_RATIO)

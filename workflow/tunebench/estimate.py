@@ -32,6 +32,7 @@ CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tunebe
 QUANTIZED = {"qlora", "generative_qlora"}
 CALIBRATION_STEPS, WARMUP_STEPS, BATCH, LENGTH = 6, 2, 32, 48
 WARN_AFTER_S = 3600
+SLOW_QLORA_RATIO = 2.0   # a QLoRA step slower than this many LoRA steps is worth a warning
 
 
 # ---- calibration: how fast does this machine train? -----------------------------------------------------------
@@ -207,12 +208,15 @@ def report(est: Estimate, here: dict, meta: dict, cfg: dict) -> str:
     if est.unmatched:
         lines.append(f"  {len(est.unmatched)} runs have no reference cost and are not counted, e.g. "
                      f"{est.unmatched[0]}")
-    if est.qlora_jobs and not hardware.fast_4bit_kernels():
+    ratio = here["qlora_step_s"] / here["dense_step_s"]
+    if est.qlora_jobs and ratio > SLOW_QLORA_RATIO:
         names = sorted(m for m, c in cfg["methods"].items() if c["strategy"] in QUANTIZED)
-        lines.append(f"WARNING: this CPU has no AVX-512, so QLoRA's 4-bit base runs on a slow path "
-                     f"(a QLoRA step here: {here['qlora_step_s'] / here['dense_step_s']:.1f}x a LoRA step; "
-                     f"{est.qlora_jobs} QLoRA jobs). To leave QLoRA out: "
+        lines.append(f"WARNING: QLoRA's 4-bit base runs on a slow path here (a QLoRA step: {ratio:.1f}x a LoRA "
+                     f"step; {est.qlora_jobs} QLoRA jobs). To leave QLoRA out: "
                      f"snakemake --config 'skip_methods=[{','.join(names)}]'")
+    elif est.qlora_jobs and not hardware.fast_4bit_kernels():
+        lines.append(f"no AVX-512: QLoRA dequantises its frozen 4-bit base once per run (base_cache: auto), so a "
+                     f"QLoRA step here is {ratio:.1f}x a LoRA step")
     if est.wall_s > WARN_AFTER_S:
         lines.append(f"WARNING: more than an hour. Finished runs are kept: stop with Ctrl-C and rerun the same "
                      f"command to go on, or cut the study with skip_methods / fewer seeds.")
