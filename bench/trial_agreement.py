@@ -21,15 +21,15 @@ def choices(path: str) -> pl.DataFrame:
     tuned = runs.filter(pl.col("chosen_on_dev").str.starts_with("learning_rate=")
                         & ~pl.col("method").str.ends_with("-gen"))
     return tuned.unique(["dataset", "model", "method"], keep="first").select(
-        "dataset", "model", "method",
-        # "0.003 (by lora)": a rate borrowed from another method's selection (learning_rate_from)
-        pl.col("chosen_on_dev").str.strip_prefix("learning_rate=").str.split(" ").list.first().alias("chosen"),
-        pl.col("chosen_on_dev").str.contains("(by ", literal=True).alias("borrowed"),
+        "dataset", "model", "method", pl.col("chosen_on_dev").str.strip_prefix("learning_rate=").alias("chosen"),
+        # a rate borrowed from another method's selection (learning_rate_from; older files lack the column)
+        (pl.col("learning_rate_from") if "learning_rate_from" in runs.columns else pl.lit(None, pl.String))
+        .alias("borrowed_from"),
         pl.col("selection_time_s").cast(pl.Float64))
 
 
 def compare(before: str, after: str) -> pl.DataFrame:
-    joined = choices(before).join(choices(after), on=["dataset", "model", "method"], suffix="_after").drop("borrowed")
+    joined = choices(before).join(choices(after), on=["dataset", "model", "method"], suffix="_after").drop("borrowed_from")
     return joined.with_columns(agree=pl.col("chosen") == pl.col("chosen_after")).sort("dataset", "method")
 
 

@@ -121,5 +121,5 @@ def test_a_tuned_method_reuses_its_winning_trial_and_lends_its_rate(tmp_path):
     assert cost["qlora/seed0"]["learning_rate"] == selection["chosen"] == cost["full/seed1"]["learning_rate"]
     assert cost["qlora/seed0"]["selection"]["from_method"] == "full" and not cost["qlora/seed0"]["resumed_from"]
     runs = pl.read_csv(workdir / "results/runs.csv")
-    assert runs.filter(pl.col("method") == "qlora")["chosen_on_dev"][0].endswith("(by full)")
+    assert runs.filter(pl.col("method") == "qlora")["learning_rate_from"][0] == "full"
     assert "Learning-rate selection on dev" in (workdir / "results/report.md").read_text()

@@ -40,8 +40,8 @@ COST_ORDER = ["trainable_params", "total_params", "trainable_fraction", "train_t
 # for top_k the number of trained layers), and the caps.
 SETTINGS = ["shots", "k", "selection", "classifier", "decoding", "r", "variant",
             "max_train_samples", "test_subset"]
-DEV_CHOICE = ["chosen_on_dev", "grid", "on_edge", "dev_by_value", "selection_dev_metric", "trial_steps",
-              "selection_time_s", "learned", "learning_note"]
+DEV_CHOICE = ["chosen_on_dev", "learning_rate_from", "grid", "on_edge", "dev_by_value", "selection_dev_metric",
+              "trial_steps", "selection_time_s", "learned", "learning_note"]
 TOLERANCE = 1e-6  # recomputed vs recorded metric
 SUMMARY_SCHEMA = {"dataset": pl.String, "task": pl.String, "model": pl.String, "method": pl.String,
                   "metric": pl.String, "mean": pl.Float64, "sd": pl.Float64, "ci_low": pl.Float64,
@@ -220,8 +220,8 @@ def chosen_on_dev(run: Run) -> dict:
     selection, head = cost.get("selection"), cost.get("selected")
     if isinstance(selection, dict):
         by_value = selection.get("dev_by_learning_rate") or {}
-        lender = f" (by {selection['from_method']})" if selection.get("from_method") else ""
-        return {"chosen_on_dev": f"learning_rate={selection['chosen']:g}{lender}", "grid": _grid(selection["grid"]),
+        return {"chosen_on_dev": f"learning_rate={selection['chosen']:g}",
+                "learning_rate_from": selection.get("from_method"), "grid": _grid(selection["grid"]),
                 "on_edge": bool(selection["on_edge"]), "selection_time_s": selection.get("selection_time_s"),
                 "dev_by_value": " ".join(f"{lr}:{value:.4f}" for lr, value in by_value.items()) or None,
                 "selection_dev_metric": selection.get("dev_metric"), "trial_steps": selection.get("trial_steps")}

@@ -413,13 +413,13 @@ class Dataset:
         if "dev_by_value" not in self.runs.columns:
             return []
         # A rate borrowed from another method (learning_rate_from) is that method's figure already.
-        chosen = self.runs.filter(pl.col("dev_by_value").is_not_null()
-                                  & ~pl.col("chosen_on_dev").str.contains("(by ", literal=True)
-                                  ).unique(["model", "method"], maintain_order=True)
+        own = pl.col("learning_rate_from").is_null() if "learning_rate_from" in self.runs.columns else pl.lit(True)
+        chosen = self.runs.filter(pl.col("dev_by_value").is_not_null() & own).unique(["model", "method"],
+                                                                                       maintain_order=True)
         blocks = []
         for r in chosen.iter_rows(named=True):
             pairs = sorted((float(lr), float(v)) for lr, v in (item.split(":") for item in r["dev_by_value"].split()))
-            best = float(r["chosen_on_dev"].split("=")[1].split()[0])
+            best = float(r["chosen_on_dev"].split("=")[1])
             metric = METRIC_NAMES.get(r["selection_dev_metric"], r["selection_dev_metric"] or "dev metric")
             fig, ax = plt.subplots(figsize=(4.5, 3))
             ax.plot([lr for lr, _ in pairs], [v for _, v in pairs], marker="o")
@@ -600,7 +600,8 @@ def dev_choices(runs: pl.DataFrame) -> list:
         return []
     chosen = runs.filter(pl.col("chosen_on_dev").is_not_null()).unique(["dataset", "model", "method"],
                                                                         maintain_order=True)
-    rows = [[r["dataset"], label(r["method"], r["model"]), r["chosen_on_dev"], r["grid"],
+    rows = [[r["dataset"], label(r["method"], r["model"]),
+             r["chosen_on_dev"] + (f" (by {r['learning_rate_from']})" if r.get("learning_rate_from") else ""), r["grid"],
              "edge" if str(r["on_edge"]).lower() == "true" else "", dev_values(r),
              fmt_int(r.get("trial_steps")) if r.get("trial_steps") is not None else "the run's",
              fmt(r.get("selection_time_s"), 1)]
