@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 CORES ?= all
+# EMULATE_AVX2=1: run as an AVX2-only CPU would (torch, MKL and oneDNN held to AVX2; precision auto -> fp32).
+AVX2_ENV := ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
+ENV := $(if $(EMULATE_AVX2),env $(AVX2_ENV),)
 
 .PHONY: run timed-run test test-fast bench lint dryrun clean keep-results
 
@@ -18,8 +21,8 @@ $(INSTALLED): pyproject.toml envs/constraints.txt envs/model-packages.txt
 
 # The hardware found and a time estimate first (tunebench.estimate; a failure there never stops the study).
 run: $(INSTALLED)
-	-$(BIN)/python -m tunebench.estimate --configfile config/config.yaml --reference docs/results $(if $(filter all,$(CORES)),,--cores $(CORES))
-	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml
+	-$(ENV) $(BIN)/python -m tunebench.estimate --configfile config/config.yaml --reference docs/results $(if $(filter all,$(CORES)),,--cores $(CORES))
+	$(ENV) $(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest tests
@@ -42,9 +45,9 @@ timed-run: $(INSTALLED)
 	mkdir -p $(dir $(STUDY_LOG))
 	{ echo "# commit $$(git rev-parse HEAD)$$(git diff --quiet HEAD -- || echo -dirty)"; \
 	  echo "# config config/config.yaml sha256 $$(sha256sum config/config.yaml | cut -d' ' -f1)"; \
-	  $(BIN)/python -m tunebench.estimate --configfile config/config.yaml --reference docs/results 2>&1 | sed 's/^/# /'; \
+	  $(ENV) $(BIN)/python -m tunebench.estimate --configfile config/config.yaml --reference docs/results 2>&1 | sed 's/^/# /'; \
 	} > $(STUDY_LOG).tmp
-	/usr/bin/time -v -a -o $(STUDY_LOG).tmp $(BIN)/snakemake --cores $(CORES) --keep-going --configfile config/config.yaml
+	/usr/bin/time -v -a -o $(STUDY_LOG).tmp $(ENV) $(BIN)/snakemake --cores $(CORES) --keep-going --configfile config/config.yaml
 	mv $(STUDY_LOG).tmp $(STUDY_LOG)
 
 # (g) comes from the kept `make timed-run` log of the default study (a log of another config gives no figure);
