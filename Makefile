@@ -52,7 +52,8 @@ timed-run: $(INSTALLED)
 
 # (g) comes from the kept `make timed-run` log of the default study (a log of another config gives no figure);
 # pass BENCH_ARGS=--run-study to measure it again (over an hour on 2 cores).
-BENCH_ARGS ?= --study-log docs/results/study_time.log
+BENCH_ARGS ?= --study-log docs/results/study_time.log \
+	$(if $(wildcard docs/results/avx2/study_time.log),--avx2-study-log docs/results/avx2/study_time.log)
 bench: $(INSTALLED)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 

@@ -6,9 +6,9 @@ The 4-bit base is what QLoRA defines (NF4 weights stored 4-bit, adapters trained
 path that ran is recorded (`base_cache`: dequantised once and kept, or bitsandbytes' matmul_4bit every step).
 
 "native" runs here as the machine is (`precision: auto`, `base_cache: auto`). "avx2" runs in a child process
-with `ATEN_CPU_CAPABILITY=avx2` and `precision: fp32`: torch's AVX2 kernels, no bf16, and tunebench sees no
-AVX-512 (tunebench.hardware), as on a laptop or a cloud VM without AVX-512. bitsandbytes' own CPU kernels do not
-read that variable, so the "avx2 / matmul_4bit" side is its AVX-512 kernel in fp32 — faster than a real AVX2
+with tunebench.hardware.AVX2_ENVIRONMENT (torch, MKL and oneDNN held to AVX2) and `precision: fp32`: no bf16, no
+AVX-512 matmuls, and tunebench sees no AVX-512, as on a laptop or a cloud VM without AVX-512. bitsandbytes' own
+CPU kernels read none of those variables, so the "avx2 / matmul_4bit" side is its AVX-512 kernel in fp32 — faster than a real AVX2
 machine's scalar code; the dequantise-once path does not use those kernels at all.
 """
 
@@ -93,8 +93,10 @@ def run_setting(ctx: Context, name: str, env: dict, precision: str) -> dict:
 
 
 def measure(ctx: Context) -> dict:
+    from tunebench import hardware
+
     settings = {"native": run_setting(ctx, "native", {}, "auto"),
-                "avx2": run_setting(ctx, "avx2", {"ATEN_CPU_CAPABILITY": "avx2"}, "fp32")}
+                "avx2": run_setting(ctx, "avx2", hardware.AVX2_ENVIRONMENT, "fp32")}
     values = {}
     for name, sides in settings.items():
         lora = sides["lora"]["step_s_median"]
@@ -109,7 +111,7 @@ def measure(ctx: Context) -> dict:
         "workload": (f"{ctx.encoder_name()} LoRA vs QLoRA (NF4) adapters, FPB slice, 1 epoch, batch "
                      f"{ctx.cfg['methods']['lora']['batch_size']}; warm-up of each side, then alternated "
                      f"{REPEATS}×, median step time; native = this CPU with precision auto, avx2 = "
-                     f"ATEN_CPU_CAPABILITY=avx2 and precision fp32; QLoRA path (base_cache auto): {paths}; "
+                     f"torch, MKL and oneDNN held to AVX2 and precision fp32; QLoRA path (base_cache auto): {paths}; "
                      f"{ctx.threads} threads"),
         "values": values,
         "raw": settings,

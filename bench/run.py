@@ -2,7 +2,7 @@
 latest.json (every number, the machine, the date) and latest.md (figure, workload, value, target, met?).
 
 Figures: finetune (a, b), head_cache (c), icl (d), tokenize (e), snakemake (f), study (g), qlora (h),
-generative (i); see README.md.
+generative (i), levers (j); see README.md.
 With --only, the other figures keep their values from the previous latest.json in the output folder (each figure
 carries its own date and threads; `machine` describes the latest invocation). Quick mode runs tiny slices and tiny
 models to prove the code runs; its numbers mean
@@ -34,6 +34,7 @@ FIGURES = {
     "study": ("g", "bench.workflow"),
     "qlora": ("h", "bench.qlora"),
     "generative": ("i", "bench.generative"),
+    "levers": ("j", "bench.levers"),
 }
 
 # (figure name, key, unit, target text, check); a key without a target is reported for context.
@@ -56,6 +57,9 @@ TARGETS = [
     ("study", "default_study_s", "s", "≤ 15 min", lambda v: v <= 15 * 60),
     ("study", "default_study_peak_rss_mb", "MB", "", None),
     ("study", "study_estimate_ratio", "x", "0.5–1.5× (estimate / measured)", lambda v: 0.5 <= v <= 1.5),
+    ("study", "default_study_s_avx2", "s", "", None),
+    ("study", "avx2_study_ratio", "x", "≤ 2× the native study", lambda v: v <= 2),
+    ("study", "study_estimate_ratio_avx2", "x", "0.5–1.5× (estimate / measured)", lambda v: 0.5 <= v <= 1.5),
     ("qlora", "qlora_step_ratio_native", "x", "≤ 2× LoRA's step", lambda v: v <= 2),
     ("qlora", "qlora_step_ratio_avx2", "x", "≤ 2× LoRA's step", lambda v: v <= 2),
     ("qlora", "qlora_matmul_4bit_step_ratio_native", "x", "", None),
@@ -65,6 +69,11 @@ TARGETS = [
     ("qlora", "lora_step_ratio_avx2_vs_native", "x", "", None),
     ("generative", "generative_answer_loss_speedup", "x", "", None),
     ("generative", "generative_answer_loss_last_loss_delta", "", "", None),
+    *[("levers", f"lever_{lever}_{what}", unit, "", None) for lever in
+      ("attention_dropout_off", "dropout_off", "eager_attention", "pad_multiple_16", "torch_compile")
+      for what, unit in (("speedup", "x"), ("dev_accuracy_delta_pts", "pts"))],
+    *[("levers", f"lever_gen_{lever}_{what}", unit, "", None) for lever in ("eager_attention", "lora_dropout_off")
+      for what, unit in (("speedup", "x"), ("last_loss_delta", ""))],
 ]
 
 
@@ -74,6 +83,7 @@ def parse_args(argv=None):
     parser.add_argument("--only", nargs="+", choices=list(FIGURES), metavar="NAME",
                         help=f"figures to measure (default all): {', '.join(FIGURES)}")
     parser.add_argument("--study-log", help="`/usr/bin/time -v make run` log for figure (g)")
+    parser.add_argument("--avx2-study-log", help="the same study's `make timed-run EMULATE_AVX2=1` log, for (g)")
     parser.add_argument("--run-study", action="store_true", help="run `make run` under /usr/bin/time -v for (g)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
     parser.add_argument("--out", type=Path, help="output folder (default bench/results, quick: bench/results/quick)")
@@ -88,7 +98,8 @@ def measure(name: str, ctx: Context, args) -> dict:
     if name == "snakemake":
         return module.measure_snakemake(ctx)
     if name == "study":
-        return module.measure_study(ctx, args.study_log, args.out / "study-time.log" if args.run_study else None)
+        return module.measure_study(ctx, args.study_log, args.out / "study-time.log" if args.run_study else None,
+                                    args.avx2_study_log)
     return module.measure(ctx)
 
 

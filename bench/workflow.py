@@ -144,9 +144,11 @@ def run_study(log: Path) -> Path:
     return log
 
 
-def measure_study(ctx: Context, study_log: str | None, run_into: Path | None) -> dict:
+def measure_study(ctx: Context, study_log: str | None, run_into: Path | None, avx2_log: str | None = None) -> dict:
     """From the given log (`make timed-run`: headed by the commit and config sha256 it ran); or, with run_into (a
-    log path) and not in quick mode, by running the study. A log of another config is no figure of this one."""
+    log path) and not in quick mode, by running the study. A log of another config is no figure of this one.
+    `avx2_log`: the same study emulating an AVX2-only CPU (`make timed-run EMULATE_AVX2=1`) — its time over the
+    native one is #15's figure (≤ 2×)."""
     if run_into and not ctx.quick:
         study_log = str(run_study(run_into))
     if not study_log:
@@ -160,13 +162,53 @@ def measure_study(ctx: Context, study_log: str | None, run_into: Path | None) ->
               # the estimate `make timed-run` printed before the start, over the measured time (#15: within ±50%)
               "study_estimate_ratio": (timing["estimate_s"] / timing["wall_s"]
                                        if timing["estimate_s"] == timing["estimate_s"] else None)}
-    if timing["config_sha256"] != current:
-        note += (f" — NOT the current config/config.yaml (log: {timing['config_sha256'] or 'no config hash'}, "
-                 f"now: {current[:12]}): not reported")
+    if timing["config_sha256"] != current or timing["emulated"]:
+        why = (f"emulating {timing['emulated']}" if timing["emulated"] else
+               f"NOT the current config/config.yaml (log: {timing['config_sha256'] or 'no config hash'}, "
+               f"now: {current[:12]})")
+        note += f" — {why}: not reported"
         values = {key: None for key in values}
-    return {
-        "workload": (f"default study (`{timing['command'] or 'make run'}`, commit {timing['commit'] or 'unknown'}) "
-                     f"from {study_log}; peak RSS is the largest single process{note}"),
-        "values": values,
-        "raw": {**timing, "log": study_log, "current_config_sha256": current},
-    }
+    raw = {**timing, "log": study_log, "current_config_sha256": current}
+    workload = (f"default study (`{timing['command'] or 'make run'}`, commit {timing['commit'] or 'unknown'}) "
+                f"from {study_log}; peak RSS is the largest single process{note}")
+    if avx2_log:
+        avx2 = parse_time_log(avx2_log)
+        usable = (avx2["emulated"] and avx2["config_sha256"] == current and avx2["exit_status"] in (0, None)
+                  and values["default_study_s"])
+        values["default_study_s_avx2"] = avx2["wall_s"] if usable else None
+        values["study_estimate_ratio_avx2"] = (avx2["estimate_s"] / avx2["wall_s"]
+                                               if usable and avx2["estimate_s"] == avx2["estimate_s"] else None)
+        values["avx2_study_ratio"] = avx2["wall_s"] / values["default_study_s"] if usable else None
+        workload += (f"; AVX2-only: the same study emulating {avx2['emulated'] or '(not emulated!)'} "
+                     f"(commit {avx2['commit'] or 'unknown'}) from {avx2_log}"
+                     + ("" if usable else " — not usable (not emulated, another config, or failed): not reported"))
+        raw["avx2"] = {**avx2, "log": avx2_log,
+                       "by_method": method_comparison(Path(study_log).parent / "runs.csv",
+                                                      Path(avx2_log).parent / "runs.csv")}
+    return {"workload": workload, "values": values, "raw": raw}
+
+
+def method_comparison(native_csv: Path, avx2_csv: Path) -> dict:
+    """Per (dataset, method) over seeds: AVX2 run time / native run time (training + evaluation + the method's own
+    selection trials, counted once), and the test metric AVX2 minus native (macro-F1 or R²). Empty without both files."""
+    import polars as pl
+
+    if not (native_csv.exists() and avx2_csv.exists()):
+        return {}
+
+    def per_method(path):
+        runs = pl.read_csv(path, infer_schema_length=None).filter(~pl.col("method").str.ends_with("-gen"))
+        metric = pl.coalesce(pl.col("macro_f1"), pl.col("r2")).cast(pl.Float64)
+        selection = pl.col("selection_time_s").cast(pl.Float64).fill_null(0)
+        if "learning_rate_from" in runs.columns:   # a borrowed rate: the trials are the lender's
+            selection = pl.when(pl.col("learning_rate_from").is_null()).then(selection).otherwise(0.0)
+        return runs.group_by("dataset", "method").agg(
+            (pl.col("wall_time_s").cast(pl.Float64).sum() + selection.max()).alias("seconds"),
+            metric.mean().alias("metric"))
+
+    joined = per_method(native_csv).join(per_method(avx2_csv), on=["dataset", "method"], suffix="_avx2")
+    return {f"{r['dataset']}/{r['method']}": {"time_ratio": r["seconds_avx2"] / r["seconds"] if r["seconds"] else None,
+                                              "metric_delta": (r["metric_avx2"] - r["metric"]
+                                                               if r["metric"] is not None and r["metric_avx2"] is not None
+                                                               else None)}
+            for r in joined.sort("dataset", "method").iter_rows(named=True)}

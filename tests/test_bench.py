@@ -38,7 +38,7 @@ def test_time_log_parsing(tmp_path):
                    "\tMaximum resident set size (kbytes): 2097152\n\tExit status: 0\n")
     assert parse_time_log(log) == {"wall_s": 3723.5, "peak_rss_mb": 2048.0, "exit_status": 0, "command": "make run",
                                    "estimate_s": pytest.approx(float("nan"), nan_ok=True), "commit": None,
-                                   "config_sha256": None}
+                                   "config_sha256": None, "machine": None, "emulated": None}
     log.write_text("# commit abc123-dirty\n# config config/config.yaml sha256 " + "0f" * 32 + "\n"
                    "# this machine: AMD EPYC\n# estimated time: about 1.9 h (6840 s) for 115 jobs\n"
                    "\tElapsed (wall clock) time (h:mm:ss or m:ss): 12:30.25\n"
@@ -65,6 +65,29 @@ def test_a_study_log_of_another_config_gives_no_figure(tmp_path):
     log.write_text("# config config/config.yaml sha256 " + "0" * 64 + "\n" + body)
     stale = measure_study(ctx, str(log), None)
     assert stale["values"]["default_study_s"] is None and "NOT the current config" in stale["workload"]
+
+
+def test_an_emulated_avx2_study_log_is_compared_with_the_native_one(tmp_path):
+    from bench.workflow import config_sha256, measure_study
+    from bench.workloads import Context
+
+    def log(name, machine, wall):
+        path = tmp_path / name
+        path.write_text(f"# config config/config.yaml sha256 {config_sha256()}\n# this machine: Xeon, {machine}\n"
+                        f"# estimated time: about 30 min (1800 s) for 9 jobs\n\tElapsed (wall clock) time "
+                        f"(h:mm:ss or m:ss): {wall}\n\tMaximum resident set size (kbytes): 1024\n\tExit status: 0\n")
+        return str(path)
+
+    ctx = Context(quick=True, threads=1, tmp=tmp_path)
+    native = log("native.log", "2 cores, avx2 avx512f avx512_bf16", "16:40")
+    avx2 = log("avx2.log", "2 cores, avx2 (emulating avx2+mkl+onednn)", "30:00")
+    values = measure_study(ctx, native, None, avx2)["values"]
+    assert values["default_study_s_avx2"] == 1800 and values["avx2_study_ratio"] == pytest.approx(1.8)
+    assert values["study_estimate_ratio_avx2"] == pytest.approx(1.0)
+    # an emulated log is no native figure, and a native log is no AVX2 figure
+    swapped = measure_study(ctx, avx2, None, native)
+    assert swapped["values"]["default_study_s"] is None and swapped["values"]["avx2_study_ratio"] is None
+    assert "emulating avx2+mkl+onednn: not reported" in swapped["workload"]
 
 
 def test_snakemake_job_count():
@@ -132,3 +155,27 @@ def test_trial_agreement_compares_the_dev_choices_of_two_studies(tmp_path):
         pl.DataFrame(rows, schema=columns, orient="row").write_csv(tmp_path / f"{name}.csv")
     table = compare(str(tmp_path / "before.csv"), str(tmp_path / "after.csv"))
     assert table.select("method", "agree").rows() == [("full", True), ("lora", False)]
+
+
+def test_quick_levers_train_each_variant_and_report_it(tmp_path):
+    """Figure (j) on the tiny BERT: each lever really changes what it names, and trains."""
+    from bench.levers import measure, set_dropout
+    from bench.workloads import Context
+    from torch import nn
+
+    from tiny_models import build_tiny_bert  # noqa: F401 (quick mode's encoder)
+
+    result = measure(Context(quick=True, threads=1, tmp=tmp_path))
+    runs = result["raw"]["runs"]
+    assert all("train_s" in run for lever in runs for run in runs[lever]), runs
+    assert {run["attention"] for run in runs["eager_attention"]} == {"eager"}
+    assert {run["attention"] for run in runs["current"]} == {"sdpa"}
+    assert result["values"]["lever_dropout_off_speedup"] > 0
+    generative = result["raw"]["generative"]["runs"]
+    assert {run["attention"] for run in generative["eager_attention"]} == {"eager"}
+    assert result["values"]["lever_gen_lora_dropout_off_speedup"] > 0
+
+    layer = nn.ModuleDict({"attention": nn.ModuleDict({"self": nn.ModuleDict({"dropout": nn.Dropout(0.1)})}),
+                           "output": nn.ModuleDict({"dropout": nn.Dropout(0.1)})})
+    set_dropout(layer, attention_only=True)
+    assert layer["attention"]["self"]["dropout"].p == 0 and layer["output"]["dropout"].p == 0.1

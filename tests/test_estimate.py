@@ -146,3 +146,20 @@ def test_the_qlora_warning_follows_the_measured_step_ratio(monkeypatch, qlora_st
     lines = text.splitlines()[2:]
     assert (expected is None and not lines) or (len(lines) == 1 and lines[0].startswith(expected))
     assert ("skip_methods=[qlora]" in text) == (qlora_step_s > est.SLOW_QLORA_RATIO)
+
+
+def test_an_avx2_emulation_names_the_libraries_it_holds_to_avx2(monkeypatch):
+    """With ATEN_CPU_CAPABILITY alone MKL still runs AVX-512 fp32 matmuls: the hardware line says which
+    emulation ran, and either way tunebench treats the CPU as AVX2-only (fp32, no fast 4-bit kernels)."""
+    from tunebench import hardware
+
+    for variable in hardware.AVX2_ENVIRONMENT:
+        monkeypatch.delenv(variable, raising=False)
+    assert hardware.emulated_capability() is None
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    assert hardware.emulated_capability() == "avx2"
+    for variable, value in hardware.AVX2_ENVIRONMENT.items():
+        monkeypatch.setenv(variable, value)
+    assert hardware.emulated_capability() == "avx2+mkl+onednn"
+    assert "(emulating avx2+mkl+onednn)" in hardware.summary()
+    assert not hardware.bf16_fast() and not hardware.isa()["avx512f"]

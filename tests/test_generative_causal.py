@@ -99,7 +99,7 @@ def test_icl_with_a_chat_model_shares_the_demonstrations_prefix(selection, make_
     spec = chat_spec(make_spec, tiny_gguf, tiny_chat_dir, {"strategy": "icl", "k": 3, "selection": selection})
     record = runner.execute(spec, tmp_path / "p.parquet", tmp_path / "m.json")
     cost = record["cost"]
-    assert cost["template"] == "chat" and cost["decoding"] == "both"
+    assert cost["template"] == "chat" and cost["decoding"] == "both" and cost["attention"] == "sdpa"
     assert cost["shared_prefix_tokens"] > 30 and cost["tokens_run"] < cost["prompt_tokens_total"]
     assert record["metrics"]["generate"]["unparseable_rate"] is not None
     preds = pl.read_parquet(tmp_path / "p.parquet")
@@ -117,6 +117,7 @@ def test_causal_instruction_tuning_learns_the_label_words(strategy, make_spec, t
     if strategy == "generative_qlora":
         assert record["cost"]["linear4bit_modules"] == 2 * 7   # every linear layer of both blocks is 4-bit
     assert record["cost"]["model_source"]["sha256"] == files.sha256(tiny_gguf)
+    assert record["cost"]["attention"] == "sdpa"   # unset: the library default, recorded
     # It learned the label words: scored, and as the first word it writes (a tiny model this short-trained has
     # not yet learned to stop, so its answers run on).
     assert record["metrics"]["accuracy"] >= 2 / 3
@@ -191,3 +192,18 @@ def test_bf16_training_autocasts_the_answer_only_loss(make_spec, tiny_gguf, tiny
     decoder.register_forward_hook(lambda *_: seen.append(torch.is_autocast_enabled("cpu")))
     trainer, _, _ = generative.train_model(spec, model, setup.tokenizer, setup.train, setup.dev)
     assert trainer.args.bf16 and seen and all(seen)
+
+
+def test_eager_attention_trains_the_same_adapters_as_sdpa(make_spec, tiny_gguf, tiny_chat_dir, tmp_path):
+    """`attention: eager` on the model entry reaches the causal model and changes kernels, not mathematics."""
+    method = {"strategy": "generative_lora", "epochs": 2, "batch_size": 8, "learning_rate": 3e-2, "logging_steps": 1,
+              "precision": "fp32", "early_stopping_patience": None, "r": 8}
+    losses = {}
+    for attention in ("sdpa", "eager"):
+        spec = chat_spec(make_spec, tiny_gguf, tiny_chat_dir, method)
+        spec.model_cfg = {**spec.model_cfg, "attention": attention}
+        spec.run_dir = tmp_path / attention
+        record = runner.execute(spec, tmp_path / f"{attention}.parquet", tmp_path / f"{attention}.json")
+        assert record["cost"]["attention"] == attention
+        losses[attention] = record["cost"]["train_losses"]
+    np.testing.assert_allclose(losses["eager"], losses["sdpa"], rtol=1e-3)

@@ -263,8 +263,9 @@ def main(argv=None) -> int:
 
 
 def parse_time_log(text: str, source: str = "the log") -> dict:
-    """Wall seconds, peak RSS (MB), exit status and command of a `/usr/bin/time -v` log, and the commit and
-    config sha256 and the time estimate that `make timed-run` writes above it (None / nan when absent)."""
+    """Wall seconds, peak RSS (MB), exit status and command of a `/usr/bin/time -v` log, and the commit, config
+    sha256, hardware line (with "(emulating …)" when run with EMULATE_AVX2) and time estimate that `make
+    timed-run` writes above it (None / nan when absent)."""
     def field(pattern):
         found = re.search(pattern, text)
         return found.group(1) if found else None
@@ -278,7 +279,8 @@ def parse_time_log(text: str, source: str = "the log") -> dict:
     return {"wall_s": sum(p * 60 ** i for i, p in enumerate(reversed(parts))), "peak_rss_mb": int(rss) / 1024,
             "exit_status": int(status) if status else None, "command": field(r'Command being timed:\s*"(.*)"'),
             "estimate_s": float(field(r"(?m)^# estimated time: about .*?\((\d+) s\)") or "nan"),
-            "commit": field(r"(?m)^# commit (\S+)"), "config_sha256": field(r"(?m)^# config \S+ sha256 ([0-9a-f]{64})")}
+            "commit": field(r"(?m)^# commit (\S+)"), "config_sha256": field(r"(?m)^# config \S+ sha256 ([0-9a-f]{64})"),
+            "machine": field(r"(?m)^# this machine: (.*)$"), "emulated": field(r"(?m)^# this machine: .*\(emulating (\S+)\)")}
 
 
 if __name__ == "__main__":

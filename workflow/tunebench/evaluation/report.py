@@ -413,7 +413,9 @@ class Dataset:
         if "dev_by_value" not in self.runs.columns:
             return []
         # A rate borrowed from another method (learning_rate_from) is that method's figure already.
+        # A `-gen` row is the same run's generated answers: the same trials.
         own = pl.col("learning_rate_from").is_null() if "learning_rate_from" in self.runs.columns else pl.lit(True)
+        own = own & ~pl.col("method").str.ends_with("-gen")
         chosen = self.runs.filter(pl.col("dev_by_value").is_not_null() & own).unique(["model", "method"],
                                                                                        maintain_order=True)
         blocks = []

@@ -97,6 +97,7 @@ class LocalModel:
 
     def facts(self) -> dict:
         return {"device": str(self.model.device), "precision": self.precision,
+                "attention": training.attention_implementation(self.model),
                 "total_params": loading.count_parameters(self.model)[1],
                 "answer_tokens": [len(a) for a in self.answer_ids] if self.answer_ids else None}
 

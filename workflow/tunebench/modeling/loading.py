@@ -36,6 +36,11 @@ def _source(model_cfg: dict, model_dir=None) -> tuple[str, dict]:
     return resolve_path(model_cfg), kwargs
 
 
+def attention(model_cfg: dict) -> str:
+    """The entry's attention implementation (config key `attention`, default sdpa)."""
+    return model_cfg.get("attention") or "sdpa"
+
+
 def load_tokenizer(model_cfg: dict, model_dir=None):
     """The model's tokenizer; causal models pad on the left (prompts end where the answer starts)."""
     from transformers import AutoTokenizer
@@ -65,7 +70,8 @@ def load_encoder(model_cfg: dict, quantization_config=None, model_dir=None):
     from transformers import AutoModel
 
     path, kwargs = _source(model_cfg, model_dir)
-    return AutoModel.from_pretrained(path, use_safetensors=True, **kwargs, **_placement(quantization_config))
+    return AutoModel.from_pretrained(path, use_safetensors=True, attn_implementation=attention(model_cfg), **kwargs,
+                                     **_placement(quantization_config))
 
 
 def load_generative(model_cfg: dict, quantization_config=None, dtype: torch.dtype = torch.float32,
@@ -79,7 +85,8 @@ def load_generative(model_cfg: dict, quantization_config=None, dtype: torch.dtyp
     path, kwargs = _source(model_cfg, model_dir)
     if "gguf_file" not in kwargs:
         kwargs["use_safetensors"] = True
-    model = auto.from_pretrained(path, dtype=dtype, **kwargs, **_placement(quantization_config))
+    model = auto.from_pretrained(path, dtype=dtype, attn_implementation=attention(model_cfg), **kwargs,
+                                 **_placement(quantization_config))
     if quantization_config is None:
         model = model.to(device())
     return model.eval()

@@ -371,6 +371,15 @@ def drop_checkpoints(spec: RunSpec) -> None:
     shutil.rmtree(spec.run_dir / TRAINED, ignore_errors=True)
 
 
+def attention_implementation(model: nn.Module) -> str | None:
+    """The attention kernels the model ran with (transformers' `_attn_implementation`: sdpa, eager, ...)."""
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        if getattr(config, "_attn_implementation", None):
+            return config._attn_implementation
+    return None
+
+
 def cost_info(spec: RunSpec, model, trainer, train_seconds: float, eval_seconds: float, train_tokens: int,
               train_rows: int, resumed: str | None) -> dict:
     trainable, total = count_parameters(model)
@@ -389,6 +398,7 @@ def cost_info(spec: RunSpec, model, trainer, train_seconds: float, eval_seconds:
         "dev_metric": trainer.args.metric_for_best_model,
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "precision": "bf16" if trainer.args.bf16 else "fp32",
+        "attention": attention_implementation(model),
         "resumed_from": Path(resumed).name if resumed else None,
         "train_losses": [e["loss"] for e in trainer.state.log_history if "loss" in e],
     }
