@@ -60,6 +60,7 @@ TARGETS = [
     ("study", "default_study_s_avx2", "s", "", None),
     ("study", "avx2_study_ratio", "x", "≤ 2× the native study", lambda v: v <= 2),
     ("study", "study_estimate_ratio_avx2", "x", "0.5–1.5× (estimate / measured)", lambda v: 0.5 <= v <= 1.5),
+    ("study", "avx2_study_baseline_time_ratio", "x", "", None),
     ("qlora", "qlora_step_ratio_native", "x", "≤ 2× LoRA's step", lambda v: v <= 2),
     ("qlora", "qlora_step_ratio_avx2", "x", "≤ 2× LoRA's step", lambda v: v <= 2),
     ("qlora", "qlora_matmul_4bit_step_ratio_native", "x", "", None),

@@ -18,6 +18,7 @@ import hashlib
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -182,9 +183,12 @@ def measure_study(ctx: Context, study_log: str | None, run_into: Path | None, av
         workload += (f"; AVX2-only: the same study emulating {avx2['emulated'] or '(not emulated!)'} "
                      f"(commit {avx2['commit'] or 'unknown'}) from {avx2_log}"
                      + ("" if usable else " — not usable (not emulated, another config, or failed): not reported"))
-        raw["avx2"] = {**avx2, "log": avx2_log,
-                       "by_method": method_comparison(Path(study_log).parent / "runs.csv",
-                                                      Path(avx2_log).parent / "runs.csv")}
+        by_method = method_comparison(Path(study_log).parent / "runs.csv", Path(avx2_log).parent / "runs.csv")
+        raw["avx2"] = {**avx2, "log": avx2_log, "by_method": by_method}
+        # The two studies ran at different times on a shared machine: the baselines (scikit-learn, no torch
+        # matmuls, nothing the emulation touches) show how much of the ratio is the machine's load, not the ISA.
+        baseline = [m["time_ratio"] for m in by_method.values() if m["family"] == "baseline" and m["time_ratio"]]
+        values["avx2_study_baseline_time_ratio"] = statistics.median(baseline) if usable and baseline else None
     return {"workload": workload, "values": values, "raw": raw}
 
 
@@ -202,12 +206,13 @@ def method_comparison(native_csv: Path, avx2_csv: Path) -> dict:
         selection = pl.col("selection_time_s").cast(pl.Float64).fill_null(0)
         if "learning_rate_from" in runs.columns:   # a borrowed rate: the trials are the lender's
             selection = pl.when(pl.col("learning_rate_from").is_null()).then(selection).otherwise(0.0)
-        return runs.group_by("dataset", "method").agg(
+        return runs.group_by("dataset", "method", "family").agg(
             (pl.col("wall_time_s").cast(pl.Float64).sum() + selection.max()).alias("seconds"),
             metric.mean().alias("metric"))
 
-    joined = per_method(native_csv).join(per_method(avx2_csv), on=["dataset", "method"], suffix="_avx2")
-    return {f"{r['dataset']}/{r['method']}": {"time_ratio": r["seconds_avx2"] / r["seconds"] if r["seconds"] else None,
+    joined = per_method(native_csv).join(per_method(avx2_csv), on=["dataset", "method", "family"], suffix="_avx2")
+    return {f"{r['dataset']}/{r['method']}": {"family": r["family"],
+                                              "time_ratio": r["seconds_avx2"] / r["seconds"] if r["seconds"] else None,
                                               "metric_delta": (r["metric_avx2"] - r["metric"]
                                                                if r["metric"] is not None and r["metric_avx2"] is not None
                                                                else None)}
