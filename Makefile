@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 CORES ?= all
-# EMULATE_AVX2=1: run as an AVX2-only CPU would (torch, MKL and oneDNN held to AVX2; precision auto -> fp32).
+# EMULATE_AVX2=1: run as an AVX2-only CPU would (torch, MKL and oneDNN held to AVX2; precision auto -> fp32);
+# keep in step with tunebench.hardware.AVX2_ENVIRONMENT (bench (h) uses that one).
 AVX2_ENV := ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
 ENV := $(if $(EMULATE_AVX2),env $(AVX2_ENV),)
 
