@@ -131,20 +131,21 @@ def test_training_lowers_the_loss_and_scores(workspace, strategy, task, tmp_path
 
 @pytest.mark.parametrize("strategy", ["full", "qlora"])
 def test_the_attention_implementation_is_the_entrys_and_is_recorded(workspace, strategy, tmp_path):
-    """`attention: eager` reaches the loaded encoder (sdpa when unset); same mathematics, so the same predictions
-    up to rounding; the run records which kernels ran."""
+    """`attention: eager` reaches the loaded encoder (sdpa when unset; `auto` trains with eager on a CPU); same
+    mathematics, so the same predictions up to rounding; the run records which kernels ran."""
     import dataclasses
 
     predictions = {}
-    for attention in (None, "eager"):
+    for attention, ran in ((None, "sdpa"), ("eager", "eager"), ("auto", "eager")):
         spec = make_spec(workspace, strategy, run_dir=tmp_path / f"{attention}", k=1, epochs=1)
         if attention:
             spec = dataclasses.replace(spec, model_cfg={**spec.model_cfg, "attention": attention})
         record = execute(spec, tmp_path / f"{attention}.parquet", tmp_path / f"{attention}.json")
-        assert record["cost"]["attention"] == (attention or "sdpa")
+        assert record["cost"]["attention"] == ran
         predictions[attention] = pl.read_parquet(tmp_path / f"{attention}.parquet")["prediction"].to_list()
     agree = np.mean([a == b for a, b in zip(predictions[None], predictions["eager"])])
     assert agree >= 0.9, agree
+    assert predictions["auto"] == predictions["eager"]
     with pytest.raises(tbconfig.ConfigError, match="attention"):
         resolved({"strategy": "full"}, model={"kind": "encoder", "path": "x", "attention": "flash"})
 

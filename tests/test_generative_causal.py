@@ -97,6 +97,7 @@ def test_chat_prompts_are_the_turns_the_model_was_trained_on(tiny_gguf, tiny_cha
 def test_icl_with_a_chat_model_shares_the_demonstrations_prefix(selection, make_spec, tiny_gguf, tiny_chat_dir,
                                                                 tmp_path):
     spec = chat_spec(make_spec, tiny_gguf, tiny_chat_dir, {"strategy": "icl", "k": 3, "selection": selection})
+    spec.model_cfg = {**spec.model_cfg, "attention": "auto"}    # prompting is inference: sdpa
     record = runner.execute(spec, tmp_path / "p.parquet", tmp_path / "m.json")
     cost = record["cost"]
     assert cost["template"] == "chat" and cost["decoding"] == "both" and cost["attention"] == "sdpa"
@@ -195,15 +196,32 @@ def test_bf16_training_autocasts_the_answer_only_loss(make_spec, tiny_gguf, tiny
 
 
 def test_eager_attention_trains_the_same_adapters_as_sdpa(make_spec, tiny_gguf, tiny_chat_dir, tmp_path):
-    """`attention: eager` on the model entry reaches the causal model and changes kernels, not mathematics."""
+    """`attention: eager` on the model entry reaches the causal model and changes kernels, not mathematics;
+    `auto` trains with eager on a CPU and answers the prompts with sdpa (its KV-cache kernels)."""
     method = {"strategy": "generative_lora", "epochs": 2, "batch_size": 8, "learning_rate": 3e-2, "logging_steps": 1,
               "precision": "fp32", "early_stopping_patience": None, "r": 8}
-    losses = {}
-    for attention in ("sdpa", "eager"):
+    losses, predictions = {}, {}
+    for attention, trained, answered in (("sdpa", "sdpa", "sdpa"), ("eager", "eager", "eager"),
+                                         ("auto", "eager", "sdpa")):
         spec = chat_spec(make_spec, tiny_gguf, tiny_chat_dir, method)
         spec.model_cfg = {**spec.model_cfg, "attention": attention}
         spec.run_dir = tmp_path / attention
         record = runner.execute(spec, tmp_path / f"{attention}.parquet", tmp_path / f"{attention}.json")
-        assert record["cost"]["attention"] == attention
+        assert (record["cost"]["attention"], record["cost"]["attention_inference"]) == (trained, answered)
         losses[attention] = record["cost"]["train_losses"]
+        predictions[attention] = pl.read_parquet(tmp_path / f"{attention}.parquet")["prediction"].to_list()
     np.testing.assert_allclose(losses["eager"], losses["sdpa"], rtol=1e-3)
+    assert losses["auto"] == losses["eager"]
+    agree = np.mean([a == b for a, b in zip(predictions["auto"], predictions["eager"])])
+    assert agree >= 0.9, agree
+
+
+def test_auto_attention_is_eager_only_for_training_on_a_cpu(monkeypatch):
+    from tunebench.modeling import loading
+
+    entry = {"kind": "causal", "path": "x", "attention": "auto"}
+    assert (loading.attention(entry, training=True), loading.attention(entry)) == ("eager", "sdpa")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert loading.attention(entry, training=True) == "sdpa"
+    assert loading.attention({**entry, "attention": "eager"}) == "eager"
+    assert loading.attention({"kind": "causal", "path": "x"}, training=True) == "sdpa"

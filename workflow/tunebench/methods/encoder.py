@@ -81,12 +81,12 @@ def build_model(spec: RunSpec) -> nn.Module:
         from peft import prepare_model_for_kbit_training
 
         skip = ["pooler", "classifier"] if pooling == "cls" else ["classifier"]
-        encoder = load_encoder(spec.model_cfg, training.quantization_config(cfg, skip))
+        encoder = load_encoder(spec.model_cfg, training.quantization_config(cfg, skip), training=True)
         encoder = prepare_model_for_kbit_training(encoder, use_gradient_checkpointing=False)
         training.one_4bit_kernel(encoder)
         training.cache_dequantized_base(encoder, cfg["base_cache"])
     else:
-        encoder = load_encoder(spec.model_cfg)
+        encoder = load_encoder(spec.model_cfg, training=True)
     torch.manual_seed(spec.seed)  # the head's initialisation
     model = EncoderClassifier(encoder, pooling, num_labels)
     return apply_strategy(model, spec.strategy, cfg)

@@ -23,16 +23,16 @@ from tunebench.runner import RunOutput, RunSpec
 QUANTIZED = ("generative_qlora",)
 
 
-def base_model(spec: RunSpec):
+def base_model(spec: RunSpec, for_training: bool = True):
     """The frozen pretrained model: in fp32 (lora; mixed precision comes from autocast), or with 4-bit NF4
     linear layers (qlora) prepared for training adapters on top."""
     from peft import prepare_model_for_kbit_training
 
     cfg = spec.method_cfg
     if spec.strategy not in QUANTIZED:
-        return loading.load_generative(spec.model_cfg, model_dir=spec.model_dir)
+        return loading.load_generative(spec.model_cfg, model_dir=spec.model_dir, training=for_training)
     quantization = training.quantization_config(cfg, skip_modules=["lm_head"])
-    model = loading.load_generative(spec.model_cfg, quantization, model_dir=spec.model_dir)
+    model = loading.load_generative(spec.model_cfg, quantization, model_dir=spec.model_dir, training=for_training)
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     training.one_4bit_kernel(model)
     training.cache_dequantized_base(model, cfg["base_cache"])
@@ -57,7 +57,7 @@ def load_adapter(spec: RunSpec, adapter_dir):
     of `save_weights`."""
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(base_model(spec), str(adapter_dir)).eval()
+    return PeftModel.from_pretrained(base_model(spec, for_training=False), str(adapter_dir)).eval()
 
 
 # --- data ---------------------------------------------------------------------------------------------------
@@ -179,6 +179,7 @@ def evaluate(spec: RunSpec, model, tokenizer, examples: Examples, rows: pl.DataF
     texts = [f.text for f in examples.prompts(rows, examples.answer_room())]
     precision = training.resolve_precision(cfg["precision"])
     model.eval()
+    loading.use_attention(model, loading.attention(spec.model_cfg))   # `auto` trains eager, answers with sdpa
     with lm.inference_autocast(precision):
         result = lm.answer_prompts(model, tokenizer, texts, answer_ids if decoding != "generate" else None,
                                    cfg["max_new_tokens"] if decoding != "score" else 0, cfg["eval_batch_size"],
@@ -245,6 +246,7 @@ def run(spec: RunSpec) -> RunOutput:
     cfg, examples = spec.method_cfg, setup.examples
     spec, selection = training.with_selected_learning_rate(spec, len(setup.train), setup.trial)
     model, trainer, train_seconds, resumed = setup.fit(spec)
+    trained_with = training.attention_implementation(model)
     dev = dev_score(spec, model, setup.tokenizer, examples, setup.dev_rows)
 
     test = spec.test_rows()
@@ -260,7 +262,8 @@ def run(spec: RunSpec) -> RunOutput:
                 tokens_run_eval=result.prompt_tokens, best_dev_metric=dev, dev_metric=training.dev_metric(spec.task)[0],
                 best_dev_loss=trainer.state.best_metric, dev_rows_scored=setup.dev_rows.height,
                 quantization=f"4bit-{cfg['quant_type']}" if spec.strategy in QUANTIZED else None,
-                model_source=loading.model_source(spec.model_cfg, spec.model_dir))
+                model_source=loading.model_source(spec.model_cfg, spec.model_dir),
+                attention=trained_with, attention_inference=training.attention_implementation(model))
     if spec.strategy in QUANTIZED:
         info.update(linear4bit_modules=training.count_4bit_modules(model), qlora_path=training.qlora_path(model))
     if cfg["save_weights"]:
