@@ -174,6 +174,10 @@ def test_quick_levers_train_each_variant_and_report_it(tmp_path):
     generative = result["raw"]["generative"]["runs"]
     assert {run["attention"] for run in generative["eager_attention"]} == {"eager"}
     assert result["values"]["lever_gen_lora_dropout_off_speedup"] > 0
+    assert {run["attention"] for run in generative["current"]} == {"sdpa"}
+    assert result["values"]["lever_icl_eager_attention_speedup"] > 0
+    assert 0 <= result["values"]["lever_icl_eager_attention_same_predictions"] <= 1
+    assert len(result["raw"]["icl"]["eager_s"]) == len(result["raw"]["icl"]["sdpa_s"]) > 0
 
     layer = nn.ModuleDict({"attention": nn.ModuleDict({"self": nn.ModuleDict({"dropout": nn.Dropout(0.1)})}),
                            "output": nn.ModuleDict({"dropout": nn.Dropout(0.1)})})
