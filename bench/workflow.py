@@ -192,25 +192,29 @@ def measure_study(ctx: Context, study_log: str | None, run_into: Path | None, av
     return {"workload": workload, "values": values, "raw": raw}
 
 
+def method_seconds(runs_csv: Path):
+    """Per (dataset, method, family) of a study's runs.csv: its run time over seeds (training + evaluation) plus
+    its own selection trials, counted once (a borrowed rate's trials are the lender's), and the mean test metric
+    (macro-F1 or R²)."""
+    import polars as pl
+
+    runs = pl.read_csv(runs_csv, infer_schema_length=None).filter(~pl.col("method").str.ends_with("-gen"))
+    metric = pl.coalesce(pl.col("macro_f1"), pl.col("r2")).cast(pl.Float64)
+    selection = pl.col("selection_time_s").cast(pl.Float64).fill_null(0)
+    if "learning_rate_from" in runs.columns:
+        selection = pl.when(pl.col("learning_rate_from").is_null()).then(selection).otherwise(0.0)
+    return runs.group_by("dataset", "method", "family").agg(
+        (pl.col("wall_time_s").cast(pl.Float64).sum() + selection.max()).alias("seconds"),
+        metric.mean().alias("metric"))
+
+
 def method_comparison(native_csv: Path, avx2_csv: Path) -> dict:
     """Per (dataset, method) over seeds: AVX2 run time / native run time (training + evaluation + the method's own
     selection trials, counted once), and the test metric AVX2 minus native (macro-F1 or R²). Empty without both files."""
-    import polars as pl
-
     if not (native_csv.exists() and avx2_csv.exists()):
         return {}
-
-    def per_method(path):
-        runs = pl.read_csv(path, infer_schema_length=None).filter(~pl.col("method").str.ends_with("-gen"))
-        metric = pl.coalesce(pl.col("macro_f1"), pl.col("r2")).cast(pl.Float64)
-        selection = pl.col("selection_time_s").cast(pl.Float64).fill_null(0)
-        if "learning_rate_from" in runs.columns:   # a borrowed rate: the trials are the lender's
-            selection = pl.when(pl.col("learning_rate_from").is_null()).then(selection).otherwise(0.0)
-        return runs.group_by("dataset", "method", "family").agg(
-            (pl.col("wall_time_s").cast(pl.Float64).sum() + selection.max()).alias("seconds"),
-            metric.mean().alias("metric"))
-
-    joined = per_method(native_csv).join(per_method(avx2_csv), on=["dataset", "method", "family"], suffix="_avx2")
+    joined = method_seconds(native_csv).join(method_seconds(avx2_csv), on=["dataset", "method", "family"],
+                                             suffix="_avx2")
     return {f"{r['dataset']}/{r['method']}": {"family": r["family"],
                                               "time_ratio": r["seconds_avx2"] / r["seconds"] if r["seconds"] else None,
                                               "metric_delta": (r["metric_avx2"] - r["metric"]

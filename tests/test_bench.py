@@ -183,3 +183,41 @@ def test_quick_levers_train_each_variant_and_report_it(tmp_path):
                            "output": nn.ModuleDict({"dropout": nn.Dropout(0.1)})})
     set_dropout(layer, attention_only=True)
     assert layer["attention"]["self"]["dropout"].p == 0 and layer["output"]["dropout"].p == 0.1
+
+
+def test_avx2_pairs_pick_one_training_run_per_torch_method_and_weight_the_study():
+    """Figure (k): every torch method of the default study once (seed 1 where a selected method's seed 0 would only
+    evaluate its trial); the study ratio weights the methods' ratios by their native seconds, baselines at 1x."""
+    from bench.avx2_pairs import representative_runs, study_ratio
+
+    from tunebench import config as tbconfig
+
+    cfg = tbconfig.load(REPO / "config" / "config.yaml")
+    runs = {run.method: run for run in representative_runs(cfg)}
+    torch_methods = {run.method for run in tbconfig.runs(cfg) if tbconfig.family(cfg, run.method).name != "baseline"}
+    assert set(runs) == torch_methods
+    assert runs["full"].seed == 1 and runs["llm_lora"].seed == 1 and runs["llm_k0"].seed == 0
+    assert len({run.dataset for run in runs.values()}) == 1
+
+    family = {"tfidf": "baseline", "full": "encoder", "llm_k5": "icl"}
+    seconds = {"tfidf": 10.0, "full": 60.0, "llm_k5": 30.0}
+    assert study_ratio({"full": 2.0, "llm_k5": 3.0}, seconds, family) == pytest.approx((10 + 120 + 90) / 100)
+    assert study_ratio({"full": 2.0}, seconds, family) is None      # a torch method without its pair
+
+
+def test_avx2_pairs_scratch_tree_links_everything_but_the_runs(tmp_path):
+    from bench.avx2_pairs import LINKED, measure, scratch_tree
+    from bench.workloads import Context
+
+    study = tmp_path / "study"
+    for name in LINKED:
+        (study / name).mkdir(parents=True)
+    for name in ("data", "selection", "runs"):
+        (study / "results" / name).mkdir(parents=True)
+    (study / "results" / "runs.csv").write_text("x\n")
+    tree = scratch_tree(tmp_path / "tree", study)
+    assert (tree / "workflow").resolve() == (study / "workflow").resolve()
+    assert (tree / "results" / "selection").is_symlink() and not (tree / "results" / "runs").exists()
+    assert not (tree / "results" / "runs.csv").exists()
+    result = measure(Context(quick=False, threads=1, tmp=tmp_path), None)
+    assert result["values"] == {"avx2_pairs_study_ratio": None} and "--study-dir" in result["workload"]

@@ -1,0 +1,141 @@
+"""Figure (k): #15's ratio — the default study on an AVX2-only CPU over the same study here — measured side by
+side, job by job, on the current config.
+
+Figure (g)'s emulated study runs for two hours at another time than the native one, so the machine's load enters
+its ratio. Here one run of each torch method of the default study (the first dataset; seed 1 where the method has
+several seeds, as seed 0 of a selected method only evaluates its selection trial) is run twice at the same
+moment: natively and emulating an AVX2-only CPU (hardware.AVX2_ENVIRONMENT: torch, MKL and oneDNN held to AVX2,
+so `precision: auto` resolves to fp32). Each side is the study's own Snakemake job with one thread — as
+profiles/default runs torch jobs, two side by side on 2 cores — in a scratch tree whose results/ link to a
+finished study's (its tables, token shards, features, converted model and learning-rate selections), so only the
+run itself executes. The run's recorded wall time (metrics.json) is compared; the slower side finishes alone.
+
+The study-level figure weights each method's ratio by its share of the native study's time (runs.csv beside the
+study: its runs and their selection trials, over all datasets and seeds); model-free baselines, which the
+emulation does not touch, count at 1x.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tunebench import config as tbconfig
+from tunebench.hardware import AVX2_ENVIRONMENT
+
+from .workflow import method_seconds
+from .workloads import Context
+
+SIDES = {"native": {}, "avx2": AVX2_ENVIRONMENT}
+LINKED = ("Snakefile", "workflow", "config", "profiles", "envs", "data")
+
+
+def representative_runs(cfg: dict) -> list[tbconfig.Run]:
+    """One run of each torch method of the study: its first dataset, seed 1 if the method has it (seed 0 of a
+    method with a learning-rate grid evaluates the chosen trial instead of training), else its first seed."""
+    chosen: dict[str, tbconfig.Run] = {}
+    for run in tbconfig.runs(cfg):
+        if tbconfig.family(cfg, run.method).name == "baseline":
+            continue
+        first = chosen.get(run.method)
+        if first is None or (run.dataset == first.dataset and first.seed != 1 and run.seed == 1):
+            chosen[run.method] = run
+    return list(chosen.values())
+
+
+def scratch_tree(root: Path, study_dir: Path) -> Path:
+    """A working folder that runs a finished study's code on its inputs: everything but results/runs is a link
+    (so Snakemake finds every upstream output present, with its own times, and runs the requested run alone)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in LINKED:
+        if not (root / name).exists():
+            (root / name).symlink_to((study_dir / name).resolve())
+    results = root / "results"
+    results.mkdir(exist_ok=True)
+    for entry in (study_dir / "results").iterdir():
+        if entry.name not in ("runs", "runs.csv", "summary.csv", "comparisons.csv", "strata.csv", "report.md",
+                              "report.html", "readme_table.md", "figures") and not (results / entry.name).exists():
+            (results / entry.name).symlink_to(entry.resolve())
+    return root
+
+
+def start_run(tree: Path, run: tbconfig.Run, rule: str, side: str) -> subprocess.Popen:
+    target = f"results/runs/{run.path}/metrics.json"
+    # Only the run's own rule may execute: if Snakemake wanted to rebuild an input, the figure would time that.
+    log = open(tree / f"{side}-{run.method}.log", "w")
+    return subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "1", "--set-threads", f"{rule}=1",
+                             "--allowed-rules", rule, "--rerun-triggers", "mtime", "--configfile",
+                             "config/config.yaml", target], cwd=tree, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, **SIDES[side]})
+
+
+def wall_time(tree: Path, run: tbconfig.Run) -> float | None:
+    metrics = tree / "results" / "runs" / run.path / "metrics.json"
+    if not metrics.exists():
+        return None
+    record = json.loads(metrics.read_text())
+    return record["cost"].get("wall_time_s")
+
+
+def study_ratio(ratios: dict[str, float], seconds: dict[str, float], family_of: dict[str, str]) -> float | None:
+    """The study's AVX2/native time ratio from per-method ratios weighted by the native study's seconds per
+    method; baselines at 1x; a torch method without a ratio makes it unknown."""
+    total = sum(seconds.values())
+    if not total:
+        return None
+    weighted = 0.0
+    for method, s in seconds.items():
+        if family_of[method] == "baseline":
+            weighted += s
+        elif ratios.get(method) is None:
+            return None
+        else:
+            weighted += s * ratios[method]
+    return weighted / total
+
+
+def measure_pairs(ctx: Context, study_dir: Path) -> dict:
+    cfg = ctx.cfg
+    runs = representative_runs(cfg)
+    trees = {side: scratch_tree(ctx.tmp / "avx2-pairs" / side, study_dir) for side in SIDES}
+    pairs = {}
+    for run in runs:
+        rule = tbconfig.family(cfg, run.method).rule
+        processes = {side: start_run(trees[side], run, rule, side) for side in SIDES}
+        codes = {side: process.wait() for side, process in processes.items()}
+        times = {side: wall_time(trees[side], run) for side in SIDES}
+        pairs[run.method] = {"run": run.path, **{f"{side}_s": times[side] for side in SIDES},
+                             "exit": codes,
+                             "ratio": times["avx2"] / times["native"] if all(times.values()) else None}
+        print(f"   {run.path}: native {times['native']} s, avx2 {times['avx2']} s", flush=True)
+    return pairs
+
+
+def measure(ctx: Context, study_dir: Path | None = None) -> dict:
+    runs_csv = study_dir / "results" / "runs.csv" if study_dir else None
+    if ctx.quick or runs_csv is None or not runs_csv.exists():
+        why = "quick mode runs no study" if ctx.quick else (
+            f"no finished study at {runs_csv}" if runs_csv else "give --study-dir (a finished default study)")
+        return {"workload": f"not measured: {why}", "values": {"avx2_pairs_study_ratio": None}, "raw": {}}
+    study = study_dir
+    import polars as pl
+
+    pairs = measure_pairs(ctx, study)
+    per_method = method_seconds(runs_csv).group_by("method", "family").agg(pl.col("seconds").sum()).rows(named=True)
+    seconds = {r["method"]: r["seconds"] for r in per_method}
+    family_of = {r["method"]: r["family"] for r in per_method}
+    ratios = {method: pair["ratio"] for method, pair in pairs.items()}
+    by_family: dict[str, list[float]] = {}
+    for method, ratio in ratios.items():
+        if ratio:
+            by_family.setdefault(tbconfig.family(ctx.cfg, method).name, []).append(ratio)
+    values = {"avx2_pairs_study_ratio": study_ratio(ratios, seconds, family_of),
+              **{f"avx2_pairs_{name}_ratio_max": max(r) for name, r in by_family.items()}}
+    return {"workload": (f"{len(pairs)} runs of the default study (one per torch method), each run at the same "
+                         f"moment natively and emulating AVX2-only ({'+'.join(AVX2_ENVIRONMENT)}), one thread a side, "
+                         f"as Snakemake jobs on {study}'s finished inputs; the study ratio weights each method's "
+                         f"ratio by its native seconds in {runs_csv} (baselines 1x)"),
+            "values": values, "raw": {"pairs": pairs, "native_seconds": seconds}}
