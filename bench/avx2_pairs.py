@@ -66,9 +66,9 @@ def start_run(tree: Path, run: tbconfig.Run, rule: str, side: str) -> subprocess
     target = f"results/runs/{run.path}/metrics.json"
     # Only the run's own rule may execute: if Snakemake wanted to rebuild an input, the figure would time that.
     log = open(tree / f"{side}-{run.method}.log", "w")
-    return subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "1", "--set-threads", f"{rule}=1",
-                             "--allowed-rules", rule, "--rerun-triggers", "mtime", "--configfile",
-                             "config/config.yaml", target], cwd=tree, stdout=log, stderr=subprocess.STDOUT,
+    return subprocess.Popen([sys.executable, "-m", "snakemake", target, "--cores", "1", "--set-threads",
+                             f"{rule}=1", "--allowed-rules", rule, "--rerun-triggers", "mtime", "--configfile",
+                             "config/config.yaml"], cwd=tree, stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, **SIDES[side]})
 
 
