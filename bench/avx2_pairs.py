@@ -1,5 +1,6 @@
-"""Figure (k): #15's ratio — the default study on an AVX2-only CPU over the same study here — measured side by
-side, job by job, on the current config.
+"""Figures (k) and (l): two ways of running the default study compared side by side, job by job, on the current
+config. (k) #15's ratio: the study on an AVX2-only CPU over the same study here. (l) what `attention: auto`
+(eager kernels while training on a CPU) buys the training runs over SDPA, as the study runs them.
 
 Figure (g)'s emulated study runs for two hours at another time than the native one, so the machine's load enters
 its ratio. Here one run of each torch method of the default study (the first dataset; seed 1 where the method has
@@ -13,6 +14,11 @@ run itself executes. The run's recorded wall time (metrics.json) is compared; th
 The study-level figure weights each method's ratio by its share of the native study's time (runs.csv beside the
 study: its runs and their selection trials, over all datasets and seeds); model-free baselines, which the
 emulation does not touch, count at 1x.
+
+(l) is the same machinery with the sides `sdpa` (the model entries' `attention` overridden to sdpa through
+Snakemake's --config) and `auto` (the config as it is), over the runs that train (encoder and generative
+fine-tuning); the figure is each side's summed time and their ratio, plus every run's test metric on both sides
+(same mathematics, so equal up to rounding).
 """
 
 from __future__ import annotations
@@ -29,7 +35,10 @@ from tunebench.hardware import AVX2_ENVIRONMENT
 from .workflow import method_seconds
 from .workloads import Context
 
-SIDES = {"native": {}, "avx2": AVX2_ENVIRONMENT}
+# side → (environment, Snakemake --config override); the first side is the reference of the ratio.
+AVX2_SIDES = {"native": ({}, None), "avx2": (AVX2_ENVIRONMENT, None)}
+ATTENTION_SIDES = {"sdpa": ({}, "models={minilm: {attention: sdpa}, smollm2: {attention: sdpa}}"), "auto": ({}, None)}
+TRAINING_FAMILIES = ("encoder", "generative")
 LINKED = ("Snakefile", "workflow", "config", "profiles", "envs", "data")
 
 
@@ -62,22 +71,26 @@ def scratch_tree(root: Path, study_dir: Path) -> Path:
     return root
 
 
-def start_run(tree: Path, run: tbconfig.Run, rule: str, side: str) -> subprocess.Popen:
+def start_run(tree: Path, run: tbconfig.Run, rule: str, side: str, sides: dict) -> subprocess.Popen:
     target = f"results/runs/{run.path}/metrics.json"
+    environment, override = sides[side]
     # Only the run's own rule may execute: if Snakemake wanted to rebuild an input, the figure would time that.
     log = open(tree / f"{side}-{run.method}.log", "w")
     return subprocess.Popen([sys.executable, "-m", "snakemake", target, "--cores", "1", "--set-threads",
                              f"{rule}=1", "--allowed-rules", rule, "--rerun-triggers", "mtime", "--configfile",
-                             "config/config.yaml"], cwd=tree, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, **SIDES[side]})
+                             "config/config.yaml", *(["--config", override] if override else [])],
+                            cwd=tree, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **environment})
 
 
-def wall_time(tree: Path, run: tbconfig.Run) -> float | None:
+def run_record(tree: Path, run: tbconfig.Run) -> dict:
+    """(wall seconds, test metric, attention that ran) of a finished run; Nones if it failed."""
     metrics = tree / "results" / "runs" / run.path / "metrics.json"
     if not metrics.exists():
-        return None
+        return {"s": None, "metric": None, "attention": None}
     record = json.loads(metrics.read_text())
-    return record["cost"].get("wall_time_s")
+    scalars = record["metrics"]
+    metric = scalars.get("macro_f1", scalars.get("r2"))
+    return {"s": record["cost"].get("wall_time_s"), "metric": metric, "attention": record["cost"].get("attention")}
 
 
 def study_ratio(ratios: dict[str, float], seconds: dict[str, float], family_of: dict[str, str]) -> float | None:
@@ -97,33 +110,61 @@ def study_ratio(ratios: dict[str, float], seconds: dict[str, float], family_of: 
     return weighted / total
 
 
-def measure_pairs(ctx: Context, study_dir: Path) -> dict:
-    cfg = ctx.cfg
-    runs = representative_runs(cfg)
-    trees = {side: scratch_tree(ctx.tmp / "avx2-pairs" / side, study_dir) for side in SIDES}
+def measure_pairs(ctx: Context, study_dir: Path, runs: list[tbconfig.Run], sides: dict, name: str) -> dict:
+    """Each run on every side at the same moment (one Snakemake job a side); per run both sides' records and the
+    ratio second side / first side."""
+    first, second = sides
+    trees = {side: scratch_tree(ctx.tmp / name / side, study_dir) for side in sides}
     pairs = {}
     for run in runs:
-        rule = tbconfig.family(cfg, run.method).rule
-        processes = {side: start_run(trees[side], run, rule, side) for side in SIDES}
+        rule = tbconfig.family(ctx.cfg, run.method).rule
+        processes = {side: start_run(trees[side], run, rule, side, sides) for side in sides}
         codes = {side: process.wait() for side, process in processes.items()}
-        times = {side: wall_time(trees[side], run) for side in SIDES}
-        pairs[run.method] = {"run": run.path, **{f"{side}_s": times[side] for side in SIDES},
-                             "exit": codes,
-                             "ratio": times["avx2"] / times["native"] if all(times.values()) else None}
-        print(f"   {run.path}: native {times['native']} s, avx2 {times['avx2']} s", flush=True)
+        records = {side: run_record(trees[side], run) for side in sides}
+        times = [records[first]["s"], records[second]["s"]]
+        pairs[run.method] = {"run": run.path, **records, "exit": codes,
+                             "ratio": times[1] / times[0] if all(times) else None}
+        print(f"   {run.path}: {first} {times[0]} s, {second} {times[1]} s", flush=True)
     return pairs
 
 
-def measure(ctx: Context, study_dir: Path | None = None) -> dict:
+def not_measured(ctx: Context, study_dir: Path | None, key: str) -> dict | None:
     runs_csv = study_dir / "results" / "runs.csv" if study_dir else None
-    if ctx.quick or runs_csv is None or not runs_csv.exists():
-        why = "quick mode runs no study" if ctx.quick else (
-            f"no finished study at {runs_csv}" if runs_csv else "give --study-dir (a finished default study)")
-        return {"workload": f"not measured: {why}", "values": {"avx2_pairs_study_ratio": None}, "raw": {}}
-    study = study_dir
+    if not ctx.quick and runs_csv is not None and runs_csv.exists():
+        return None
+    why = "quick mode runs no study" if ctx.quick else (
+        f"no finished study at {runs_csv}" if runs_csv else "give --study-dir (a finished default study)")
+    return {"workload": f"not measured: {why}", "values": {key: None}, "raw": {}}
+
+
+def measure_attention(ctx: Context, study_dir: Path | None = None) -> dict:
+    """Figure (l): the training runs with SDPA and with the config's `attention: auto`, side by side."""
+    if skipped := not_measured(ctx, study_dir, "attention_auto_training_speedup"):
+        return skipped
+    runs = [run for run in representative_runs(ctx.cfg)
+            if tbconfig.family(ctx.cfg, run.method).name in TRAINING_FAMILIES]
+    pairs = measure_pairs(ctx, study_dir, runs, ATTENTION_SIDES, "attention-pairs")
+    done = [pair for pair in pairs.values() if pair["ratio"]]
+    sdpa_s, auto_s = sum(p["sdpa"]["s"] for p in done), sum(p["auto"]["s"] for p in done)
+    deltas = [p["auto"]["metric"] - p["sdpa"]["metric"] for p in done
+              if p["auto"]["metric"] is not None and p["sdpa"]["metric"] is not None]
+    return {"workload": (f"{len(runs)} training runs of the default study (one per encoder / generative method), "
+                         f"each at the same moment with the model entries' attention overridden to sdpa and with "
+                         f"the config's `auto`, one thread a side, as Snakemake jobs on {study_dir}'s finished "
+                         f"inputs; speed-up = summed SDPA time / summed auto time"),
+            "values": {"attention_auto_training_speedup": sdpa_s / auto_s if done and len(done) == len(runs) else None,
+                       "attention_auto_test_metric_max_abs_delta": max(map(abs, deltas)) if deltas else None},
+            "raw": {"pairs": pairs}}
+
+
+def measure(ctx: Context, study_dir: Path | None = None) -> dict:
+    """Figure (k): one run of each torch method natively and emulating AVX2-only, side by side."""
+    if skipped := not_measured(ctx, study_dir, "avx2_pairs_study_ratio"):
+        return skipped
     import polars as pl
 
-    pairs = measure_pairs(ctx, study)
+    study, runs_csv = study_dir, study_dir / "results" / "runs.csv"
+    pairs = measure_pairs(ctx, study, representative_runs(ctx.cfg), AVX2_SIDES, "avx2-pairs")
     per_method = method_seconds(runs_csv).group_by("method", "family").agg(pl.col("seconds").sum()).rows(named=True)
     seconds = {r["method"]: r["seconds"] for r in per_method}
     family_of = {r["method"]: r["family"] for r in per_method}

@@ -1,9 +1,10 @@
 """Figures (a) and (b): full fine-tuning throughput against a naive Trainer run, and against the matmul peak.
 
 (a) tunebench's path — `encoder.build_model` + `encoder.fit` (training_arguments: dynamic padding through
-    DataCollatorWithPadding, length-grouped batches, bf16 autocast where the CPU has avx512_bf16) — against a
-    naive HF Trainer run of the same model (EncoderClassifier, mean pooling, same initial weights, same optimiser
-    settings) in fp32, padded to max_length, in random order. Both train one epoch on the same FPB slice; they
+    DataCollatorWithPadding, length-grouped batches, bf16 autocast where the CPU has avx512_bf16, the config's
+    attention kernels: `auto` trains with eager on a CPU) — against a naive HF Trainer run of the same model
+    (EncoderClassifier, mean pooling, same initial weights, same optimiser settings) in fp32 with transformers'
+    default SDPA attention, padded to max_length, in random order. Both train one epoch on the same FPB slice; they
     alternate (naive, ours, naive, ours) so drift in machine load hits both. Only training is timed (no
     evaluation or checkpoint during it); the dev split is scored afterwards to check quality holds.
 (b) torch.matmul of square matrices in fp32 and bf16 with the same threads gives the machine's peak FLOP/s;
@@ -14,6 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
+from tunebench.modeling.loading import use_attention
+from tunebench.modeling.training import attention_implementation
 
 from .workloads import Context, timed
 
@@ -75,7 +79,8 @@ def train_ours(ctx: Context, rep: int, data, tokenizer) -> dict:
                               compute_metrics_fn(spec), eval_strategy="no", save_strategy="no", load_best_model_at_end=False,
                               disable_tqdm=True)
     precision = "bf16" if trainer.args.bf16 else "fp32"
-    return {"train_s": seconds, "precision": precision, **dev_scores(trainer, data["dev"])}
+    return {"train_s": seconds, "precision": precision, "attention": attention_implementation(model),
+            **dev_scores(trainer, data["dev"])}
 
 
 def train_naive(ctx: Context, rep: int, data, tokenizer) -> dict:
@@ -89,6 +94,7 @@ def train_naive(ctx: Context, rep: int, data, tokenizer) -> dict:
     cfg = spec.method_cfg
     set_seed(spec.seed)
     model = build_model(spec)
+    use_attention(model.encoder, "sdpa")   # transformers' default: a plain run does not pick kernels
     args = TrainingArguments(
         output_dir=str(spec.run_dir / "trainer"), per_device_train_batch_size=cfg["batch_size"],
         per_device_eval_batch_size=cfg["eval_batch_size"], learning_rate=cfg["learning_rate"],
@@ -99,7 +105,8 @@ def train_naive(ctx: Context, rep: int, data, tokenizer) -> dict:
     trainer = Trainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["dev"],
                       data_collator=collator, compute_metrics=compute_metrics_fn(spec))
     _, seconds = timed(trainer.train)
-    return {"train_s": seconds, "precision": "fp32", **dev_scores(trainer, data["dev"])}
+    return {"train_s": seconds, "precision": "fp32", "attention": attention_implementation(model),
+            **dev_scores(trainer, data["dev"])}
 
 
 def side_totals(runs: list[dict], rows: int, useful_tokens: int, processed_tokens: int | None) -> dict:

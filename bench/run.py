@@ -3,7 +3,8 @@ then write
 latest.json (every number, the machine, the date) and latest.md (figure, workload, value, target, met?).
 
 Figures: finetune (a, b), head_cache (c), icl (d), tokenize (e), snakemake (f), study (g), qlora (h),
-generative (i), levers (j), avx2_pairs (k, only with --study-dir); see README.md.
+generative (i), levers (j), avx2_pairs (k) and attention_pairs (l), these two only with --study-dir; see
+README.md.
 With --only, the other figures keep their values from the previous latest.json in the output folder (each figure
 carries its own date and threads; `machine` describes the latest invocation). Quick mode runs tiny slices and tiny
 models to prove the code runs; its numbers mean
@@ -37,6 +38,7 @@ FIGURES = {
     "generative": ("i", "bench.generative"),
     "levers": ("j", "bench.levers"),
     "avx2_pairs": ("k", "bench.avx2_pairs"),
+    "attention_pairs": ("l", "bench.avx2_pairs"),
 }
 
 # (figure name, key, unit, target text, check); a key without a target is reported for context.
@@ -80,6 +82,8 @@ TARGETS = [
     ("levers", "lever_icl_eager_attention_speedup", "x", "", None),
     ("levers", "lever_icl_eager_attention_same_predictions", "", "", None),
     ("avx2_pairs", "avx2_pairs_study_ratio", "x", "≤ 2× the native study", lambda v: v <= 2),
+    ("attention_pairs", "attention_auto_training_speedup", "x", "", None),
+    ("attention_pairs", "attention_auto_test_metric_max_abs_delta", "", "", None),
 ]
 
 
@@ -92,8 +96,9 @@ def parse_args(argv=None):
     parser.add_argument("--avx2-study-log", help="the same study's `make timed-run EMULATE_AVX2=1` log, for (g)")
     parser.add_argument("--run-study", action="store_true", help="run `make run` under /usr/bin/time -v for (g)")
     parser.add_argument("--study-dir", type=Path,
-                        help="a finished default study's repository, for (k): its runs rerun natively and as on "
-                             "an AVX2-only CPU, side by side (about 35 min on 2 cores)")
+                        help="a finished default study's repository, for (k) and (l): some of its runs rerun two "
+                             "ways side by side (natively and as on an AVX2-only CPU, ~35 min on 2 cores; with SDPA "
+                             "and with the config's attention, ~10 min)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
     parser.add_argument("--out", type=Path, help="output folder (default bench/results, quick: bench/results/quick)")
     args = parser.parse_args(argv)
@@ -109,8 +114,9 @@ def measure(name: str, ctx: Context, args) -> dict:
     if name == "study":
         return module.measure_study(ctx, args.study_log, args.out / "study-time.log" if args.run_study else None,
                                     args.avx2_study_log)
-    if name == "avx2_pairs":
-        return module.measure(ctx, args.study_dir.resolve() if args.study_dir else None)
+    if name in ("avx2_pairs", "attention_pairs"):
+        study_dir = args.study_dir.resolve() if args.study_dir else None
+        return module.measure(ctx, study_dir) if name == "avx2_pairs" else module.measure_attention(ctx, study_dir)
     return module.measure(ctx)
 
 

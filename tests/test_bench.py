@@ -206,7 +206,7 @@ def test_avx2_pairs_pick_one_training_run_per_torch_method_and_weight_the_study(
 
 
 def test_avx2_pairs_scratch_tree_links_everything_but_the_runs(tmp_path):
-    from bench.avx2_pairs import LINKED, measure, scratch_tree
+    from bench.avx2_pairs import LINKED, measure, measure_attention, scratch_tree
     from bench.workloads import Context
 
     study = tmp_path / "study"
@@ -221,3 +221,22 @@ def test_avx2_pairs_scratch_tree_links_everything_but_the_runs(tmp_path):
     assert not (tree / "results" / "runs.csv").exists()
     result = measure(Context(quick=False, threads=1, tmp=tmp_path), None)
     assert result["values"] == {"avx2_pairs_study_ratio": None} and "--study-dir" in result["workload"]
+    result = measure_attention(Context(quick=True, threads=1, tmp=tmp_path), study)
+    assert result["values"] == {"attention_auto_training_speedup": None} and "quick" in result["workload"]
+
+
+def test_attention_pairs_override_reaches_every_model_entry_through_snakemake_config():
+    """Figure (l)'s SDPA side: Snakemake merges the --config value into the config, so both model entries of the
+    default study lose `auto` and keep every other key."""
+    from bench.avx2_pairs import ATTENTION_SIDES
+    from snakemake.cli import parse_config
+    from snakemake.utils import update_config
+
+    from tunebench import config as tbconfig
+
+    cfg = tbconfig.load(REPO / "config" / "config.yaml")
+    before = {name: dict(entry) for name, entry in cfg["models"].items()}
+    update_config(cfg, parse_config([ATTENTION_SIDES["sdpa"][1]]))
+    assert {name: entry["attention"] for name, entry in cfg["models"].items()} == {"minilm": "sdpa", "smollm2": "sdpa"}
+    assert all({**before[name], "attention": "sdpa"} == cfg["models"][name] for name in before)
+    assert all(entry.get("attention") == "auto" for entry in before.values())
