@@ -39,9 +39,9 @@ def _source(model_cfg: dict, model_dir=None) -> tuple[str, dict]:
 def attention(model_cfg: dict, training: bool = False) -> str:
     """The attention implementation to load the entry with (config key `attention`; unset = sdpa).
 
-    `auto` picks by what the model is about to do, and where: eager while training on a CPU (bench (j): the
-    same step 1.17x faster for MiniLM full fine-tuning, 1.19x for SmolLM2 LoRA), sdpa for inference (with a
-    long shared-prefix KV cache eager is 0.62x: bench (j)) and on a GPU (its fused kernels)."""
+    `auto` picks by what the model is about to do, and where: eager while training on a CPU (bench (j), (l):
+    faster for SmolLM2 LoRA, neutral for MiniLM), sdpa for inference (over a long shared-prefix KV cache eager
+    is slower: bench (j)) and on a GPU (its fused kernels)."""
     choice = model_cfg.get("attention") or "sdpa"
     if choice == "auto":
         return "eager" if training and not torch.cuda.is_available() else "sdpa"
