@@ -37,9 +37,15 @@ from .workloads import Context
 
 # side → (environment, Snakemake --config override); the first side is the reference of the ratio.
 AVX2_SIDES = {"native": ({}, None), "avx2": (AVX2_ENVIRONMENT, None)}
-ATTENTION_SIDES = {"sdpa": ({}, "models={minilm: {attention: sdpa}, smollm2: {attention: sdpa}}"), "auto": ({}, None)}
 TRAINING_FAMILIES = ("encoder", "generative")
 LINKED = ("Snakefile", "workflow", "config", "profiles", "envs", "data")
+
+
+def attention_sides(cfg: dict) -> dict:
+    """(l)'s sides: every model entry that sets `attention` overridden to sdpa (Snakemake merges a --config
+    mapping into the config), and the config as it is."""
+    entries = ", ".join(f"{name}: {{attention: sdpa}}" for name, entry in cfg["models"].items() if "attention" in entry)
+    return {"sdpa": ({}, f"models={{{entries}}}"), "auto": ({}, None)}
 
 
 def representative_runs(cfg: dict) -> list[tbconfig.Run]:
@@ -75,11 +81,11 @@ def start_run(tree: Path, run: tbconfig.Run, rule: str, side: str, sides: dict) 
     target = f"results/runs/{run.path}/metrics.json"
     environment, override = sides[side]
     # Only the run's own rule may execute: if Snakemake wanted to rebuild an input, the figure would time that.
-    log = open(tree / f"{side}-{run.method}.log", "w")
-    return subprocess.Popen([sys.executable, "-m", "snakemake", target, "--cores", "1", "--set-threads",
-                             f"{rule}=1", "--allowed-rules", rule, "--rerun-triggers", "mtime", "--configfile",
-                             "config/config.yaml", *(["--config", override] if override else [])],
-                            cwd=tree, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **environment})
+    with open(tree / f"{side}-{run.method}.log", "w") as log:   # the child keeps its own copy of the handle
+        return subprocess.Popen([sys.executable, "-m", "snakemake", target, "--cores", "1", "--set-threads",
+                                 f"{rule}=1", "--allowed-rules", rule, "--rerun-triggers", "mtime", "--configfile",
+                                 "config/config.yaml", *(["--config", override] if override else [])],
+                                cwd=tree, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **environment})
 
 
 def run_record(tree: Path, run: tbconfig.Run) -> dict:
@@ -143,7 +149,7 @@ def measure_attention(ctx: Context, study_dir: Path | None = None) -> dict:
         return skipped
     runs = [run for run in representative_runs(ctx.cfg)
             if tbconfig.family(ctx.cfg, run.method).name in TRAINING_FAMILIES]
-    pairs = measure_pairs(ctx, study_dir, runs, ATTENTION_SIDES, "attention-pairs")
+    pairs = measure_pairs(ctx, study_dir, runs, attention_sides(ctx.cfg), "attention-pairs")
     done = [pair for pair in pairs.values() if pair["ratio"]]
     sdpa_s, auto_s = sum(p["sdpa"]["s"] for p in done), sum(p["auto"]["s"] for p in done)
     deltas = [p["auto"]["metric"] - p["sdpa"]["metric"] for p in done

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from tunebench.modeling.loading import use_attention
+from tunebench.modeling.training import attention_implementation
 
 from .workloads import Context, timed
 
@@ -70,7 +71,7 @@ def train_variant(ctx: Context, lever: str, rep: int, data, tokenizer) -> dict:
                               disable_tqdm=True, **overrides)
     metrics, _ = timed(trainer.evaluate, data["dev"])
     return {"train_s": seconds, "dev_accuracy": metrics["eval_accuracy"], "dev_macro_f1": metrics["eval_macro_f1"],
-            "attention": getattr(model.encoder.config, "_attn_implementation", None)}
+            "attention": attention_implementation(model)}
 
 
 def train_generative_variant(spec, setup, lever: str, name: str) -> dict:
@@ -95,7 +96,7 @@ def train_generative_variant(spec, setup, lever: str, name: str) -> dict:
                                        disable_tqdm=True)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     return {"step_s": seconds / trainer.state.global_step, "last_loss": losses[-1] if losses else None,
-            "attention": model.get_base_model().config._attn_implementation}
+            "attention": attention_implementation(model)}
 
 
 def measure_generative(ctx: Context) -> tuple[dict, dict]:

@@ -228,7 +228,7 @@ def test_avx2_pairs_scratch_tree_links_everything_but_the_runs(tmp_path):
 def test_attention_pairs_override_reaches_every_model_entry_through_snakemake_config():
     """Figure (l)'s SDPA side: Snakemake merges the --config value into the config, so both model entries of the
     default study lose `auto` and keep every other key."""
-    from bench.avx2_pairs import ATTENTION_SIDES
+    from bench.avx2_pairs import attention_sides
     from snakemake.cli import parse_config
     from snakemake.utils import update_config
 
@@ -236,7 +236,7 @@ def test_attention_pairs_override_reaches_every_model_entry_through_snakemake_co
 
     cfg = tbconfig.load(REPO / "config" / "config.yaml")
     before = {name: dict(entry) for name, entry in cfg["models"].items()}
-    update_config(cfg, parse_config([ATTENTION_SIDES["sdpa"][1]]))
+    update_config(cfg, parse_config([attention_sides(cfg)["sdpa"][1]]))
     assert {name: entry["attention"] for name, entry in cfg["models"].items()} == {"minilm": "sdpa", "smollm2": "sdpa"}
     assert all({**before[name], "attention": "sdpa"} == cfg["models"][name] for name in before)
     assert all(entry.get("attention") == "auto" for entry in before.values())
