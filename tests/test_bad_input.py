@@ -7,6 +7,7 @@ working folder with model-free methods only, so no torch job starts.
 
 from __future__ import annotations
 
+import codecs
 import copy
 import json
 from pathlib import Path
@@ -131,19 +132,6 @@ def test_fpb_duplicate_counted_in_rows_not_texts(tmp_path):
 
 # ---- data files: encodings and control characters, for every loader ----
 
-WRONG_ENCODINGS = {  # name → (Python codec that writes a byte-order mark, the family named in the error)
-    "utf16_le_bom": ("utf-16-le", b"\xff\xfe", "UTF-16"),
-    "utf16_be_bom": ("utf-16-be", b"\xfe\xff", "UTF-16"),
-    "utf32_le_bom": ("utf-32-le", b"\xff\xfe\x00\x00", "UTF-32"),
-    "utf32_be_bom": ("utf-32-be", b"\x00\x00\xfe\xff", "UTF-32"),
-}
-
-
-def encoded(text: str, case: str) -> bytes:
-    codec, bom, _ = WRONG_ENCODINGS[case]
-    return bom + text.encode(codec)
-
-
 def tfns_text(n=30) -> str:
     return "text,label\r\n" + "".join(f'"$TSLA tweet {i}",{i % 3}\r\n' for i in range(n))
 
@@ -169,10 +157,20 @@ def bad_file(tmp_path, kind: str, content: str | bytes) -> tuple[dict, Path]:
         path = tmp_path / "headlines.json"
         path.write_bytes(data)
         return resolve("sem", {"loader": "semeval17", "path": str(path), "task": "regression"}), path
+    if kind.startswith("hf_local"):
+        # A local folder that the datasets library reads as splits train and test; the test file is good.
+        folder = tmp_path / "hf"
+        folder.mkdir()
+        suffix = kind.removeprefix("hf_local")
+        (folder / f"test{suffix}").write_text(ENCODING_KINDS[kind]())
+        (folder / f"train{suffix}").write_bytes(data)
+        ds = resolve("hf", {"loader": "hf", "path": str(folder), "task": "classification", "labels": LABELS,
+                            "columns": {"id": "id", "label": "label"}, "split": {"method": "given"}})
+        return ds, folder / f"train{suffix}"
     return table_file(tmp_path, kind, raw=data)
 
 
-ENCODING_KINDS = {  # loader or table format → the file's good text
+ENCODING_KINDS = {  # loader or table format → the file's good text (Parquet is binary: no text checks apply)
     "fpb": lambda: "".join(f"{x}\r\n" for x in GOOD_FPB),
     "tfns": tfns_text,
     "semeval17": lambda: json.dumps(HEADLINES),
@@ -180,24 +178,65 @@ ENCODING_KINDS = {  # loader or table format → the file's good text
     ".tsv": lambda: user_csv_text("\t"),
     ".jsonl": jsonl_text,
     ".json": lambda: json.dumps(user_rows()),
+    "hf_local.csv": user_csv_text,
+    "hf_local.jsonl": jsonl_text,
 }
 
-
-@pytest.mark.parametrize("case", list(WRONG_ENCODINGS))
-@pytest.mark.parametrize("kind", list(ENCODING_KINDS))
-def test_utf16_and_utf32_files_are_named_as_such(tmp_path, kind, case):
-    ds, path = bad_file(tmp_path, kind, encoded(ENCODING_KINDS[kind](), case))
-    expected = "latin-1" if kind == "fpb" else "UTF-8"
-    message = prepare_fails(tmp_path, ds, f"{path}: file is {WRONG_ENCODINGS[case][2]} (byte-order mark found); "
-                                          f"convert it to {expected}")
-    assert "unknown label" not in message
+BYTE_ORDER_MARKS = {  # case → (Python codec, the mark written before the text, the family named in the error)
+    "utf16_le_bom": ("utf-16-le", codecs.BOM_UTF16_LE, "UTF-16"),
+    "utf16_be_bom": ("utf-16-be", codecs.BOM_UTF16_BE, "UTF-16"),
+    "utf32_le_bom": ("utf-32-le", codecs.BOM_UTF32_LE, "UTF-32"),
+    "utf32_be_bom": ("utf-32-be", codecs.BOM_UTF32_BE, "UTF-32"),
+}
+BAD_ENCODINGS = [*BYTE_ORDER_MARKS, "utf16_le_no_bom", "utf16_be_no_bom", "invalid_utf8", "nul_byte"]
 
 
-@pytest.mark.parametrize("kind", list(ENCODING_KINDS))
-@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
-def test_utf16_without_byte_order_mark(tmp_path, kind, codec):
-    ds, path = bad_file(tmp_path, kind, ENCODING_KINDS[kind]().encode(codec))
-    prepare_fails(tmp_path, ds, f"{path}: file looks UTF-16 (no byte-order mark", "convert it to")
+def in_a_text(text: str, char: str) -> tuple[str, int]:
+    """`text` with `char` put into its first sentence, tweet or headline, and the line it lands on."""
+    word = next(w for w in ("Sales", "tweet", "text number", "Headline") if w in text)
+    at = text.index(word) + len(word)
+    return text[:at] + char + text[at:], text.count("\n", 0, at) + 1
+
+
+def bad_bytes(text: str, case: str, encoding: str) -> tuple[bytes, list[str]]:
+    """`text` written as `case`, for a loader that reads `encoding` (latin-1 or UTF-8), and what the error must
+    say: first what follows the file's name, then anything else."""
+    if case in BYTE_ORDER_MARKS:
+        codec, mark, family = BYTE_ORDER_MARKS[case]
+        return mark + text.encode(codec), [f": file is {family} (byte-order mark found); convert it to {encoding}"]
+    if case.endswith("_no_bom"):
+        return text.encode("utf-16-le" if "_le_" in case else "utf-16-be"), [
+            f": file looks UTF-16 (no byte-order mark, but NUL bytes in every other position); "
+            f"convert it to {encoding}"]
+    if case == "invalid_utf8":   # an 'é' saved by a single-byte code page: byte 0xE9, which UTF-8 never has alone
+        bad, line = in_a_text(text, "é")
+        return bad.encode("latin-1"), [f", line {line}: bytes not valid UTF-8", "Windows-1252 or latin-1",
+                                       "convert it to UTF-8"]
+    bad, line = in_a_text(text, "\x00")
+    return bad.encode(encoding), [f", line {line}: control character U+0000 (NUL) in the text"]
+
+
+def encoding_case(kind: str, case: str):
+    if kind == "fpb" and case == "invalid_utf8":
+        return pytest.param(kind, case, id=f"{kind}-{case}-not_applicable_latin1_decodes_every_byte",
+                            marks=pytest.mark.skip(reason="FPB is latin-1, which decodes every byte; a UTF-8 file "
+                                                          "is caught by its mojibake instead "
+                                                          "(test_fpb_utf8_instead_of_latin1)"))
+    return pytest.param(kind, case, id=f"{kind}-{case}")
+
+
+@pytest.mark.parametrize("kind, case", [encoding_case(k, c) for k in ENCODING_KINDS for c in BAD_ENCODINGS])
+def test_bad_encoding_is_refused_by_every_loader(tmp_path, monkeypatch, kind, case):
+    """Issue 33: every file-based loader runs the one shared check (decoding.read_text) before it parses."""
+    if kind.startswith("hf_local"):
+        datasets = pytest.importorskip("datasets")
+        # Keep the datasets library's cache in tmp_path, where we can see that it prepared nothing.
+        monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
+    encoding = "latin-1" if kind == "fpb" else "UTF-8"
+    data, (after_name, *more) = bad_bytes(ENCODING_KINDS[kind](), case, encoding)
+    ds, path = bad_file(tmp_path, kind, data)
+    prepare_fails(tmp_path, ds, f"{path}{after_name}", *more)
+    assert not list(tmp_path.rglob("*.arrow")), "the datasets library prepared a split from the bad file"
 
 
 def test_fpb_with_a_utf8_byte_order_mark(tmp_path):

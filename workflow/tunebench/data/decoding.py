@@ -2,6 +2,9 @@
 
 latin-1 decodes any byte and UTF-8 decodes any ASCII-compatible file, so a UTF-16 file, or one with NUL bytes,
 would otherwise reach the label check as text like ' n e u t r a l ' and fail there with a misleading message.
+
+`read_text` is the one place these checks live: every loader reads its text files through it before parsing,
+and the hf loader runs it on the local data files that the datasets library then parses itself.
 """
 
 from __future__ import annotations
@@ -50,8 +53,11 @@ def read_text(path: Path, encoding: str) -> str:
     except UnicodeDecodeError as e:
         line_start = data.rfind(b"\n", 0, e.start) + 1
         line = data.count(b"\n", 0, e.start) + 1
+        # Only UTF-8 can fail here (latin-1 decodes every byte). Bytes that are not UTF-8 but are text almost
+        # always come from a single-byte code page: Windows-1252 (Excel's "CSV") or latin-1.
         raise DataError(f"{path}, line {line}: bytes not valid {name} at column {e.start - line_start + 1}: "
-                        f"{data[max(line_start, e.start - 10):e.end + 10]!r}") from None
+                        f"{data[max(line_start, e.start - 10):e.end + 10]!r}; the file is in another encoding "
+                        f"(Windows-1252 or latin-1?): convert it to {name}") from None
     found = CONTROL_CHARACTER.search(text)
     if found:
         line = text.count("\n", 0, found.start()) + 1

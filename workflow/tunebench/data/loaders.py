@@ -166,6 +166,8 @@ def load_table(ds: dict) -> list[dict]:
     if suffix == ".csv" or suffix == ".tsv":
         records = _read_csv(path, delimiter="\t" if suffix == ".tsv" else ",")
     elif suffix == ".parquet":
+        # Parquet is binary: the text checks (byte-order marks, NUL bytes) do not apply; pyarrow checks the file's
+        # structure, and validate_rows scans each text for control characters.
         try:
             records = pl.read_parquet(path).to_dicts()
         except Exception as e:  # polars raises several kinds for a damaged file
@@ -199,10 +201,25 @@ def load_table(ds: dict) -> list[dict]:
     return rows
 
 
+# The datasets library's builders that parse text files; the others (parquet, arrow) read binary formats, where
+# a byte-order mark or a NUL byte means nothing, so the text checks do not apply to them.
+HF_TEXT_BUILDERS = {"csv", "json", "text"}
+
+
 def load_hf(ds: dict) -> list[dict]:
-    """A Hugging Face hub dataset (needs a network): the configured splits, mapped like a table."""
+    """A Hugging Face dataset, from the hub (needs a network) or a local folder of data files: the configured
+    splits, mapped like a table."""
     import datasets
 
+    if Path(ds["path"]).exists():
+        # datasets decodes local text files itself and takes a UTF-16 file or NUL bytes for text (then fails on
+        # "new columns" like 'i\x00d\x00', or with an error naming neither file nor encoding). Check each file
+        # it will parse (the builder lists them without reading them) with the same check as the other loaders.
+        builder = datasets.load_dataset_builder(ds["path"])
+        if builder.name in HF_TEXT_BUILDERS:
+            for data_files in builder.config.data_files.values():
+                for f in data_files:
+                    read_text(Path(f), "utf-8")
     rows = []
     for split, hub_split in ds["hf_split"].items():
         part = datasets.load_dataset(ds["path"], split=hub_split)
