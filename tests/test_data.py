@@ -17,7 +17,8 @@ from tunebench import config as tbconfig
 from tunebench import families
 from tunebench.data.loaders import DataError, load_dataset_table, verify_sha256
 from tunebench.data.prepare import prepare_dataset
-from tunebench.data.splits import assign_splits, duplicate_units, majority_labels
+from tunebench.data.splits import (assign_splits, check_splits, duplicate_units, majority_labels, near_duplicate_key,
+                                   near_duplicate_texts, repair_mojibake)
 
 from conftest import REPO
 
@@ -272,7 +273,9 @@ def texts_in_two_splits(table: pl.DataFrame) -> list[str]:
 def test_fpb_split_is_stratified_80_10_10():
     table = split_table(fpb())
     sizes = dict(table.group_by("split").len().iter_rows())
-    assert sizes == {"train": 3876, "dev": 485, "test": 485}
+    # 4846 rows in 4835 units (11 near-duplicate pairs): 10% of the units in each held-out split, one of
+    # them a pair in dev
+    assert sizes == {"train": 3874, "dev": 487, "test": 485}
     assert_stratified(table, 0.005)
 
 
@@ -313,6 +316,98 @@ def test_duplicate_units_join_texts_and_groups():
     assert duplicate_units(table).tolist() == [0, 1, 0, 2, 3, 2]
 
 
+@pytest.mark.parametrize("a, b", [
+    ("Credit Suisse's Top Investor", "Credit Suisse’s top investor"),                 # curly apostrophe, case
+    ("Credit Suisseâ€™s Top Investor", "Credit Suisse's Top Investor"),  # mojibake of ’
+    ("Compagnie GÃƒÂ©nÃƒÂ©rale", "Compagnie Générale"),  # twice-encoded é (TFNS)
+    ("$XLE: Sector Briefing https://t.co/FKDifSy17R", "$XLE: Sector Briefing https://t.co/rN4haqh9N9"),
+    ("RT @alice: Oil rises www.example.com/a", "RT @bob: oil rises"),
+    ("Profit rose .", "Profit  rose."),                                                  # FPB's spaced punctuation
+    ("Ｓales “doubled”", 'sales "doubled"'),                                 # NFKC: fullwidth letters
+    ("don’t sell", "dont sell"),
+])
+def test_near_duplicate_key_joins_variants_of_one_text(a, b):
+    assert near_duplicate_key(a) == near_duplicate_key(b)
+
+
+@pytest.mark.parametrize("a, b", [
+    ("Profit rose 3.5%", "Profit rose 35%"),
+    ("Write to ir@kone.com for the report", "Write to ir for the report"),   # an e-mail address is no handle
+    ("https://t.co/abc", "https://t.co/xyz"),      # nothing but a link: its own key, not one shared empty key
+    ("Sales rose", "Sales fell"),
+])
+def test_near_duplicate_key_keeps_different_texts_apart(a, b):
+    assert near_duplicate_key(a) != near_duplicate_key(b)
+
+
+def test_mojibake_repair_leaves_correct_text_alone():
+    for text in ["Kärkkäinen rose", "España £100m €5", "café à la carte", "Partihallsf+Ârbindelsen"]:
+        assert repair_mojibake(text) == text
+    assert repair_mojibake("win Â£100m â€“ ok") == "win £100m – ok"
+
+
+def test_duplicate_units_join_near_duplicates():
+    table = pl.DataFrame({"text": ["Sales rose .", "sales rose", "Sales fell", "SALES ROSE https://t.co/x"],
+                          "group": [None, None, None, None]}, schema_overrides={"group": pl.String})
+    assert duplicate_units(table).tolist() == [0, 0, 1, 0]
+
+
+def test_planted_near_duplicates_stay_in_one_split(tmp_path):
+    """Each of 20 sentences has a variant in case, punctuation, quotes and link: no split of ours may cut a pair."""
+    labels = ["neg", "neu", "pos"]
+    rows = [{"text": f"Sentence {i}'s news", "label": labels[i % 3]} for i in range(60)]
+    rows += [{"text": f"SENTENCE {i}’s news !! https://t.co/{i}x", "label": labels[i % 3]} for i in range(20)]
+    path = tmp_path / "near.csv"
+    pl.DataFrame([dict(r, id=f"r{n}") for n, r in enumerate(rows)]).write_csv(path)
+    ds = resolve("d", {"loader": "table", "path": str(path), "task": "classification", "labels": labels,
+                       "columns": {"id": "id", "label": "label"}, "split": {"dev": 0.2, "test": 0.2}})
+    for seed in range(5):
+        table = split_table(dict(ds, split=dict(ds["split"], seed=seed)))
+        for i in range(20):
+            assert table.filter(pl.col("id").is_in([f"r{i}", f"r{60 + i}"]))["split"].n_unique() == 1, (seed, i)
+        assert not table["near_duplicate_of_train"].any()
+
+
+def test_check_splits_refuses_a_near_duplicate_across_our_splits():
+    ds = resolve("d", {"loader": "table", "path": "x.csv", "task": "classification", "labels": ["neg", "pos"],
+                       "columns": {"label": "label"}})
+    table = pl.DataFrame({"text": ["Sales rose .", "a", "b", "sales rose", "c", "d"],
+                          "label": ["pos", "neg", "pos", "pos", "neg", "pos"],
+                          "split": ["train", "train", "dev", "test", "test", "train"],
+                          "group": [None] * 6}, schema_overrides={"group": pl.String})
+    with pytest.raises(DataError, match="1 text\\(s\\) sit in more than one split, counting near-duplicates"):
+        check_splits(table, ds, "d")
+    check_splits(table, ds, "d", ours=("train", "dev"))   # test fixed by the source: flagged, not refused
+
+
+def test_tfns_test_rows_with_a_near_duplicate_in_train_are_flagged_and_reported(tmp_path):
+    """TFNS's valid file repeats no train tweet exactly, but 53 up to links, quotes and mojibake; dev, carved by
+    us from the train file, shares no near-duplicate with train."""
+    out = tmp_path / "results/data/tfns"
+    table = prepare_dataset(tfns(), "tfns", out / "table.parquet", out / "splits.csv", out / "manifest.json")
+    flagged = table.filter(pl.col("near_duplicate_of_train"))
+    assert flagged.height == 53 and (flagged["split"] == "test").all()
+    seen = {near_duplicate_key(t) for t in table.filter(pl.col("split") != "test")["text"]}
+    test = table.filter(pl.col("split") == "test")
+    assert [near_duplicate_key(t) in seen for t in test["text"]] == test["near_duplicate_of_train"].to_list()
+    manifest = json.loads((out / "manifest.json").read_text())
+    report = manifest["test_near_duplicates_of_train"]
+    assert report["rows"] == 53 and manifest["texts_in_two_splits"] == 0
+    assert len(report["examples"]) == 5
+    for example in report["examples"]:
+        assert example["test_text"] != example["seen_text"]
+        assert near_duplicate_key(example["test_text"]) == near_duplicate_key(example["seen_text"])
+    ours = table.filter(pl.col("split") != "test")
+    keys = ours.with_columns(pl.Series("key", [near_duplicate_key(t) for t in ours["text"]]))
+    assert keys.group_by("key").agg(pl.col("split").n_unique())["split"].max() == 1
+
+
+def test_semeval_key_joins_nothing_beyond_identical_texts():
+    table = split_table(semeval())
+    assert near_duplicate_texts(table, semeval()) == {"rows": 2, "groups": 1, "conflicting_target_groups": 1,
+                                                      "beyond_exact_pairs": 0}
+
+
 def test_majority_label_of_a_unit_and_ties_go_to_the_first_row():
     labels = np.array(["neu", "pos", "pos", "neg", "pos", "neg", "neu"], dtype=object)
     units = np.array([0, 0, 0, 1, 1, 2, 2])
@@ -332,8 +427,12 @@ def test_tfns_test_set_is_the_valid_file_and_dev_comes_from_train():
     valid = pl.read_csv(REPO / "data/raw/tfns/sent_valid.csv")
     assert test["text"].to_list() == [t.strip() for t in valid["text"].to_list()]
     dev = table.filter(pl.col("split") == "dev")
-    # 10% of the train file's 9540 distinct texts (scikit-learn rounds the held-out part up); 3 texts repeat
-    assert 954 <= dev.height <= 957
+    # 10% of the train file's units (scikit-learn rounds the held-out part up): its 9543 tweets form 9416, as
+    # 127 rows join another's unit (3 identical texts, the rest up to links, quotes and mojibake); a unit goes
+    # to dev with all its rows
+    train_file = table.filter(pl.col("id").str.starts_with("train-"))
+    units = dict(zip(train_file["id"], duplicate_units(train_file)))
+    assert len(set(units.values())) == 9416 and len({units[i] for i in dev["id"]}) == 942
     assert dev["id"].str.starts_with("train-").all()
     assert texts_in_two_splits(table.filter(pl.col("split") != "test")) == []
 
@@ -469,17 +568,23 @@ def test_prepare_writes_table_splits_and_manifest(tmp_path):
                             out / "manifest.json")
     written = pl.read_parquet(out / "table.parquet")
     assert written.equals(table)
-    assert written.columns == ["id", "text", "label", "agreement", "group", "split", "test_subset", "source_line"]
+    assert written.columns == ["id", "text", "label", "agreement", "group", "split", "near_duplicate_of_train",
+                               "test_subset", "source_line"]
+    assert not written["near_duplicate_of_train"].any()   # a split we make puts no near-duplicate in test
     splits = pl.read_csv(out / "splits.csv")
     assert splits.columns == ["id", "split", "test_subset", "agreement"]
     assert splits.equals(written.select("id", "split", "test_subset", "agreement"))
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["rows"] == 4846
     assert manifest["raw_sha256"] == FPB_SHA256
-    assert manifest["rows_per_split"] == {"dev": 485, "test": 485, "train": 3876}
+    assert manifest["rows_per_split"] == {"dev": 487, "test": 485, "train": 3874}
     assert manifest["rows_per_label"]["train"]["negative"] > 0
     assert manifest["duplicate_texts"] == {"rows": 16, "groups": 8, "conflicting_label_groups": 2}
+    # The key joins 3 pairs of different texts beyond the 8 identical pairs (in spacing, case and a comma).
+    assert manifest["near_duplicate_texts"] == {"rows": 22, "groups": 11, "conflicting_label_groups": 2,
+                                                "beyond_exact_pairs": 3}
     assert manifest["texts_in_two_splits"] == 0
+    assert manifest["test_near_duplicates_of_train"] == {"rows": 0, "other_label": 0, "examples": []}
     assert sum(manifest["rows_per_agreement"]["test"].values()) == 485
     assert manifest["test_subset"]["rows"] == 100 and sum(manifest["test_subset"]["rows_per_label"].values()) == 100
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "splits.csv", "table.parquet"]

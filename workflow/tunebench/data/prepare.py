@@ -6,9 +6,11 @@ import polars as pl
 
 from tunebench import files
 from tunebench.data.loaders import load_dataset_table, verify_sha256
-from tunebench.data.splits import assign_splits, duplicate_texts, texts_in_two_splits
+from tunebench.data.splits import (assign_splits, duplicate_texts, near_duplicate_texts, near_duplicates_in_test,
+                                   texts_in_two_splits)
 
-TABLE_COLUMNS = ["id", "text", "label", "target", "agreement", "group", "split", "test_subset", "source_line"]
+TABLE_COLUMNS = ["id", "text", "label", "target", "agreement", "group", "split", "near_duplicate_of_train",
+                 "test_subset", "source_line"]
 # What other tools need to score on exactly our rows: the split, the evaluation subset and the FPB stratum.
 SPLITS_COLUMNS = ["id", "split", "test_subset", "agreement"]
 
@@ -26,7 +28,11 @@ def prepare_dataset(ds: dict, name: str, table_path, splits_path, manifest_path)
         "rows": table.height,
         "rows_per_split": dict(table.group_by("split").len().sort("split").iter_rows()),
         "duplicate_texts": duplicate_texts(table, ds),
+        "near_duplicate_texts": near_duplicate_texts(table, ds),
         "texts_in_two_splits": texts_in_two_splits(table),
+        # Test rows whose text a train or dev row repeats up to the near-duplicate key (none in a split we make;
+        # the table's column near_duplicate_of_train flags them, so metrics can leave them out).
+        "test_near_duplicates_of_train": near_duplicates_in_test(table),
     }
     if ds["task"] == "classification":
         manifest["rows_per_label"] = per_split(table, "label")

@@ -1,12 +1,18 @@
 """Deterministic train/dev/test splits: stratified, given by the source, chosen by a column, or a published
 protocol (peer_splits); then, optionally, a fixed evaluation subset of the test split.
 
-Rows with identical text, or the same `group`, form one unit that never straddles a split we make: the same
-sentence in train and test would be scored as seen. Units are split stratified by their majority label.
+Rows with the same near-duplicate key (`near_duplicate_key`: the text up to case, Unicode form, mojibake, quotes,
+punctuation, spacing, URLs and @handles), or the same `group`, form one unit that never straddles a split we
+make: the same sentence in train and test would be scored as seen, and a retweet with another link is the same
+sentence. Units are split stratified by their majority label. Where the source or a published protocol fixes the
+test rows, the test rows with a near-duplicate among the rows models learn from are flagged instead
+(`near_duplicate_of_train`), so that metrics can be given without them.
 """
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections import Counter
 
 import numpy as np
@@ -57,35 +63,93 @@ def assign_splits(table: pl.DataFrame, ds: dict, name: str) -> pl.DataFrame:
     else:
         # A published protocol fixes the test rows exactly, duplicates and all; dev still comes from its train.
         split[PEER_SPLITS[method](table, ds, where + f" with split method '{method}'")] = "test"
+    # The splits whose rows we choose, so that units hold them together: all three for random, dev and the
+    # train it is carved from otherwise, none where the source or the split column gives dev too.
+    ours = ("train", "dev", "test") if method == "random" else ()
     if not (split == "dev").any():
         train_idx = np.flatnonzero(split == "train")
         fraction = cfg["dev"] / (1 - (cfg["test"] if method == "random" else 0))
         dev_idx = _carve(table, units, train_idx, fraction, seed, ds, where)
         split[dev_idx] = "dev"
+        ours = ours or ("train", "dev")
     out = table.with_columns(pl.Series("split", split.astype(str)))
+    out = out.with_columns(pl.Series("near_duplicate_of_train", near_duplicate_of_train(out)))
     if ds.get("test_subset") is not None:
         out = out.with_columns(pl.Series("test_subset", mark_test_subset(out, ds, name)))
-    check_splits(out, ds, name)
+    check_splits(out, ds, name, ours)
     return out
 
 
 def duplicate_units(table: pl.DataFrame) -> np.ndarray:
-    """A unit number per row: rows with identical text or the same group share one (the connected components
-    of rows linked through their texts and groups), numbered in the order of each unit's first row."""
+    """A unit number per row: rows with the same near-duplicate key or the same group share one (the connected
+    components of rows linked through their keys and groups), numbered in the order of each unit's first row."""
     n = table.height
-    _, text_node = np.unique(table["text"].to_numpy(), return_inverse=True)
-    edges = [(np.arange(n), n + text_node)]
+    _, key_node = np.unique(near_duplicate_keys(table), return_inverse=True)
+    edges = [(np.arange(n), n + key_node)]
     groups = table["group"].to_numpy()
     has_group = np.array([g is not None for g in groups], dtype=bool)
     if has_group.any():
         _, group_node = np.unique(groups[has_group].astype(str), return_inverse=True)
-        edges.append((np.flatnonzero(has_group), n + text_node.max() + 1 + group_node))
+        edges.append((np.flatnonzero(has_group), n + key_node.max() + 1 + group_node))
     rows = np.concatenate([a for a, _ in edges])
     cols = np.concatenate([b for _, b in edges])
     size = int(cols.max()) + 1
     _, component = connected_components(coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(size, size)),
                                         directed=False)
     return _number_by_first_row(component[:n])
+
+
+# ---- near-duplicate keys ------------------------------------------------------------------------------------
+
+URL = re.compile(r"(?:https?://|www\.)\S+|(?<![\w.])t\.co/\S+", re.IGNORECASE)
+HANDLE = re.compile(r"(?<![\w@])@\w+")      # @name, but not the domain of ir@kone.com
+QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'", "`": "'",
+                        "\u00b4": "'", "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"'})
+# The byte each character stands for when UTF-8 bytes were decoded as Windows-1252 (latin-1 for the five bytes
+# cp1252 leaves undefined, which such decoders pass through as U+0081 etc.): 'â€™' is the bytes of '’'.
+_CP1252_BYTE = {}
+for _b in range(0x80, 0x100):
+    try:
+        _CP1252_BYTE[bytes([_b]).decode("cp1252")] = _b
+    except UnicodeDecodeError:
+        _CP1252_BYTE[chr(_b)] = _b
+# A UTF-8 character outside ASCII is 2-4 bytes, all >= 0x80: mojibake is a run of at least two such characters.
+_MOJIBAKE_RUN = re.compile("[" + re.escape("".join(_CP1252_BYTE)) + "]{2,}")
+
+
+def repair_mojibake(text: str) -> str:
+    """Undo UTF-8 read as Windows-1252 ('â€™' → '’', 'Ã©' → 'é'), also twice over ('ÃƒÂ©' → 'é', found in
+    TFNS). A run is re-decoded only where its bytes are valid UTF-8, which genuine latin-1 text ('Kärkkäinen',
+    'ä' being byte 0xE4 followed by ASCII) practically never is; so correct text passes unchanged."""
+    def redecode(match: re.Match) -> str:
+        try:
+            return bytes(_CP1252_BYTE[c] for c in match.group()).decode("utf-8")
+        except UnicodeDecodeError:
+            return match.group()
+
+    for _ in range(3):  # each round undoes one layer of double encoding
+        repaired = _MOJIBAKE_RUN.sub(redecode, text)
+        if repaired == text:
+            break
+        text = repaired
+    return text
+
+
+def near_duplicate_key(text: str) -> str:
+    """The text as a reader compares two sentences: mojibake repaired, Unicode NFKC, casefolded, without URLs
+    and @handles (tweets of one headline differ in their t.co links and who posted them), curly quotes made
+    straight and apostrophes inside words dropped (don’t = don't = dont), punctuation and runs of spaces
+    collapsed to one space. A text that is nothing but links and handles keeps its own text as key, so such
+    texts are not all lumped into one unit."""
+    key = unicodedata.normalize("NFKC", repair_mojibake(text)).casefold()
+    key = HANDLE.sub(" ", URL.sub(" ", key)).translate(QUOTES)
+    key = re.sub(r"(?<=\w)'(?=\w)", "", key)
+    key = " ".join(re.sub(r"[^\w\s]|_", " ", key).split())
+    return key or text
+
+
+def near_duplicate_keys(table: pl.DataFrame) -> np.ndarray:
+    return np.array([near_duplicate_key(t) for t in table["text"].to_list()], dtype=object)
 
 
 def _number_by_first_row(keys: np.ndarray) -> np.ndarray:
@@ -157,8 +221,22 @@ def mark_test_subset(table: pl.DataFrame, ds: dict, name: str) -> np.ndarray:
 
 def duplicate_texts(table: pl.DataFrame, ds: dict) -> dict:
     """How many rows share their text with another row, in how many groups, and how many groups disagree."""
+    return _shared(table, ds, pl.col("text"))
+
+
+def near_duplicate_texts(table: pl.DataFrame, ds: dict) -> dict:
+    """As duplicate_texts, by near-duplicate key; `beyond_exact_pairs` counts the pairs of different texts that
+    share a key (what the key merges beyond identical texts)."""
+    keyed = table.with_columns(pl.Series("key", near_duplicate_keys(table), dtype=pl.String))
+    counts = _shared(keyed, ds, pl.col("key"))
+    texts = keyed.group_by("key").agg(pl.col("text").n_unique())["text"]
+    counts["beyond_exact_pairs"] = int((texts * (texts - 1) // 2).sum())
+    return counts
+
+
+def _shared(table: pl.DataFrame, ds: dict, by: pl.Expr) -> dict:
     value = "label" if ds["task"] == "classification" else "target"
-    dups = (table.group_by("text").agg(pl.len().alias("rows"), pl.col(value).n_unique().alias("values"))
+    dups = (table.group_by(by).agg(pl.len().alias("rows"), pl.col(value).n_unique().alias("values"))
             .filter(pl.col("rows") > 1))
     return {"rows": int(dups["rows"].sum()), "groups": dups.height,
             f"conflicting_{value}_groups": int((dups["values"] > 1).sum())}
@@ -169,7 +247,36 @@ def texts_in_two_splits(table: pl.DataFrame) -> int:
     return table.group_by("text").agg(pl.col("split").n_unique()).filter(pl.col("split") > 1).height
 
 
-def check_splits(table: pl.DataFrame, ds: dict, name: str) -> None:
+def near_duplicate_of_train(table: pl.DataFrame) -> np.ndarray:
+    """True for a test row whose near-duplicate key is also a train or dev row's: a text the models may have
+    learned from (dev picks their settings). Always False for a random split, which never cuts a unit."""
+    keys = near_duplicate_keys(table)
+    test = table["split"].to_numpy() == "test"
+    return test & np.isin(keys, keys[~test])
+
+
+def near_duplicates_in_test(table: pl.DataFrame, examples: int = 5) -> dict:
+    """The test rows flagged near_duplicate_of_train: how many, with their labels or targets, and a few
+    examples beside the train or dev text they repeat (for the manifest)."""
+    value = "label" if "label" in table.columns else "target"
+    keyed = table.with_columns(pl.Series("key", near_duplicate_keys(table), dtype=pl.String))
+    flagged = keyed.filter(pl.col("near_duplicate_of_train"))
+    seen = (keyed.filter(pl.col("split") != "test")
+            .select("key", pl.col("text").alias("seen_text"), pl.col(value).alias(f"seen_{value}"))
+            .unique("key", keep="first", maintain_order=True))
+    pairs = flagged.join(seen, on="key", how="left", maintain_order="left")
+    return {
+        "rows": flagged.height,
+        f"other_{value}": int((pairs[value] != pairs[f"seen_{value}"]).sum()),
+        "examples": [{"id": r["id"], "test_text": r["text"], "seen_text": r["seen_text"]}
+                     for r in pairs.head(examples).iter_rows(named=True)],
+    }
+
+
+def check_splits(table: pl.DataFrame, ds: dict, name: str, ours=("train", "dev", "test")) -> None:
+    """Every split present, every class in train, and no unit cut across the splits `ours` that we chose the
+    rows of (assign_splits says which: a split by column, by the source or by a published protocol may cut
+    across units, and prepare's manifest counts what it does)."""
     where = _where(ds, name)
     counts = table["split"].value_counts()
     present = set(counts["split"].to_list())
@@ -182,14 +289,16 @@ def check_splits(table: pl.DataFrame, ds: dict, name: str) -> None:
         if missing:
             raise DataError(f"{where}: class(es) {missing} absent from the training split; every class "
                             f"needs training rows")
-    # Units bind rows together in random splits; a split by column (e.g. by year), by the source or by a
-    # published protocol may cut across them (prepare's manifest counts the texts it does).
-    if ds["split"]["method"] == "random":
-        if table["group"].null_count() < table.height:
-            per_group = table.filter(pl.col("group").is_not_null()).group_by("group").agg(pl.col("split").n_unique())
-            leaking = per_group.filter(pl.col("split") > 1)
-            if leaking.height:
-                raise DataError(f"{where}: group '{leaking['group'][0]}' sits in more than one split; a group's "
-                                f"rows must all be in one")
-        if texts_in_two_splits(table):
-            raise DataError(f"{where}: {texts_in_two_splits(table)} text(s) sit in more than one split")
+    mine = table.filter(pl.col("split").is_in(list(ours)))
+    if mine["group"].null_count() < mine.height:
+        per_group = mine.filter(pl.col("group").is_not_null()).group_by("group").agg(pl.col("split").n_unique())
+        leaking = per_group.filter(pl.col("split") > 1)
+        if leaking.height:
+            raise DataError(f"{where}: group '{leaking['group'][0]}' sits in more than one split; a group's "
+                            f"rows must all be in one")
+    per_key = (mine.with_columns(pl.Series("key", near_duplicate_keys(mine), dtype=pl.String))
+               .group_by("key").agg(pl.col("split").n_unique(), pl.col("text").first()))
+    leaking = per_key.filter(pl.col("split") > 1)
+    if leaking.height:
+        raise DataError(f"{where}: {leaking.height} text(s) sit in more than one split, counting near-duplicates "
+                        f"(e.g. {leaking['text'][0][:80]!r})")
