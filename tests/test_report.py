@@ -389,3 +389,45 @@ def test_the_readme_line_names_each_commit_once_and_marks_uncommitted_changes():
     assert commits_text(runs) == f"`{'a' * 12}` (1 run), `{'a' * 12}` with uncommitted changes (3 runs)"
     assert commits_text(pl.DataFrame({"git_commit": ["b" * 40] * 2})) == f"`{'b' * 12}`"
     assert commits_text(pl.DataFrame({"x": [1]})) == "an unknown commit"
+
+
+def test_collapsed_runs_are_flagged_and_per_class_f1_and_prompt_choices_are_shown(tmp_path):
+    """A prompting run that answers one class for every row is flagged "⚠ collapsed" in the report and the
+    README table (not left looking fine); the per-class F1 table and the dev choice of answer words and scoring
+    rule appear, with the uncalibrated rule's test score beside the chosen one."""
+    rng = np.random.default_rng(2)
+    gold = [LABELS[i] for i in rng.integers(0, 3, 150)]
+    choice = {"verbaliser": "labels", "scoring": "calibrated", "dev_metric": "macro_f1", "dev_value": 0.5,
+              "dev_by_candidate": {"labels/mean": 0.31, "labels/calibrated": 0.5}, "dev_rows": 200}
+    dirs = [write_run(tmp_path, "fpb", "llm", "llm_k5", 0, gold, ["positive"] * 150, strategy="icl",
+                      method_cfg={"k": 5, "selection": "random"},
+                      cost={"scoring": "mean", "verbaliser": "labels", "demonstration_draw": "random/per_run"}),
+            write_run(tmp_path, "fpb", "llm", "llm_k1", 0, gold, noisy_labels(rng, gold, 0.7), strategy="icl",
+                      method_cfg={"k": 1, "selection": "random"},
+                      cost={"scoring": "calibrated", "verbaliser": "labels", "prompt_selection": choice,
+                            "demonstration_draw": "random/per_run"})]
+    for run_dir in dirs:   # what runner.test_metrics adds to every classifier run
+        record = json.loads((run_dir / "metrics.json").read_text())
+        preds = pl.read_parquet(run_dir / "predictions.parquet")
+        record["metrics"].update(metrics.prediction_spread(preds["gold"].to_list(), preds["prediction"].to_list()))
+        record["metrics"]["macro_f1_mean"] = 0.123
+        (run_dir / "metrics.json").write_text(json.dumps(record))
+    out = tmp_path / "results"
+    aggregate_runs([d / "metrics.json" for d in dirs], [d / "predictions.parquet" for d in dirs],
+                   out / "runs.csv", out / "summary.csv", out / "comparisons.csv", bootstrap_samples=100)
+    runs = pl.read_csv(out / "runs.csv")
+    collapsed = runs.filter(pl.col("method") == "llm_k5").row(0, named=True)
+    assert collapsed["collapsed"] is True and collapsed["top_class_share"] == 1.0
+    assert collapsed["f1_negative"] == 0.0 and collapsed["demonstration_draw"] == "random/per_run"
+    chosen = runs.filter(pl.col("method") == "llm_k1").row(0, named=True)
+    assert chosen["chosen_on_dev"] == "verbaliser=labels scoring=calibrated" and not chosen["collapsed"]
+    build_report(out / "runs.csv", out / "summary.csv", out / "comparisons.csv",
+                 REPO / "data" / "reference" / "published.yaml", out / "report.md", out / "report.html",
+                 readme_md=out / "readme_table.md")
+    md = (out / "report.md").read_text()
+    assert "### Per-class F1" in md and "| llm_k5 | llm | 0.000 | 0.000 |" in md
+    assert md.count("⚠ collapsed") >= 3   # methods table, per-class table, legend
+    assert "labels/calibrated: 0.500" in md and "| calibrated, labels | 0.123 |" in md
+    readme = (out / "readme_table.md").read_text()
+    assert [line for line in readme.splitlines() if line.startswith("| llm_k5 |")][0].endswith("| ⚠ collapsed |")
+    assert [line for line in readme.splitlines() if line.startswith("| llm_k1 |")][0].endswith("|  |")

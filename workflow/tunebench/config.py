@@ -159,6 +159,13 @@ def _check_semantics(config: dict, source: str) -> None:
             if labels and label not in labels:
                 raise ConfigError(f"{where}.label_map.{raw}': maps to '{label}', which is not one of the "
                                   f"labels {labels}")
+        for set_name, words in ds["verbalizers"].items():
+            unknown = set(words) - set(labels)
+            if unknown:
+                raise ConfigError(f"{where}.verbalizers.{set_name}': names labels {sorted(unknown)} that are not "
+                                  f"among the labels {labels}")
+            _check_verbalizers({"verbalizers": {**{lab: lab for lab in labels}, **words}},
+                               f"{where}.verbalizers.{set_name}")
         split = ds["split"]
         if split["method"] == "column" and "column" not in split:
             raise ConfigError(f"{where}.split.column': split method 'column' needs the column's name")

@@ -99,6 +99,7 @@ def test_metrics(spec: RunSpec, gold: list, pred: list, generated: bool = False)
     if spec.task == "classification":
         pred = ["<unparsed>" if p is None else p for p in pred]
         result = metrics.classification_scalars(gold, pred, spec.labels)
+        result.update(metrics.prediction_spread(gold, pred))
         result.update(metrics.classification_details(gold, pred, spec.labels))
     else:
         penalty = spec.method_cfg.get("unparsed_penalty", 0.0)

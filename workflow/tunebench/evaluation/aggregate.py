@@ -195,6 +195,9 @@ def run_row(run: Run) -> dict:
     row["loader"] = rec["config"]["dataset"].get("loader")
     row["split_method"] = (rec["config"]["dataset"].get("split") or {}).get("method")
     row.update({k: v for k, v in rec["metrics"].items() if _scalar(v)})
+    per_class = rec["metrics"].get("per_class")
+    if isinstance(per_class, dict):   # the F1 of every class, for the report's per-class table
+        row.update({f"f1_{label}": values["f1"] for label, values in per_class.items()})
     cost = {k: v for k, v in rec.get("cost", {}).items() if _scalar(v)}
     if cost.get("trainable_params") is not None and cost.get("total_params"):
         cost["trainable_fraction"] = cost["trainable_params"] / cost["total_params"]
@@ -225,6 +228,12 @@ def chosen_on_dev(run: Run) -> dict:
                 "on_edge": bool(selection["on_edge"]), "selection_time_s": selection.get("selection_time_s"),
                 "dev_by_value": " ".join(f"{lr}:{value:.4f}" for lr, value in by_value.items()) or None,
                 "selection_dev_metric": selection.get("dev_metric"), "trial_steps": selection.get("trial_steps")}
+    prompt = cost.get("prompt_selection")
+    if isinstance(prompt, dict):   # icl: answer words and scoring rule chosen on the dev sample
+        by_candidate = prompt.get("dev_by_candidate") or {}
+        return {"chosen_on_dev": f"verbaliser={prompt['verbaliser']} scoring={prompt['scoring']}",
+                "dev_by_value": " ".join(f"{c}:{v:.4f}" for c, v in by_candidate.items()) or None,
+                "selection_dev_metric": prompt.get("dev_metric")}   # its time is in the run's own wall time
     if isinstance(head, dict) and len(head) == 1:
         (key, value), = head.items()
         grid = sorted(run.method_cfg.get(f"{key}_grid") or [value])
@@ -247,6 +256,7 @@ def runs_table(runs: list[Run]) -> pl.DataFrame:
                                                                    and k not in metric_order)
     cost_cols = [k for k in COST_ORDER if k in seen] + sorted(k for k in seen if k in cost_keys
                                                               and k not in COST_ORDER and k not in metrics_cols)
+    metrics_cols += [k for k in seen if k.startswith("f1_") and k not in metrics_cols + cost_cols]
     settings_cols = [k for k in SETTINGS if k in seen and k not in metrics_cols + cost_cols]
     dev_cols = [k for k in DEV_CHOICE if k in seen]
     provenance_cols = ["git_commit", "cpu", "started", "ended", "run_dir"]

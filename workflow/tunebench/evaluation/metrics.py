@@ -57,6 +57,26 @@ def classification_details(gold, pred, labels) -> dict:
     }
 
 
+# A run "collapsed" when it answers one class for nearly every row although the gold data is not that lopsided:
+# its metrics then measure the prompt's (or the optimiser's) bias, not the method. Flagged in the report.
+COLLAPSE_TOP_SHARE = 0.9
+COLLAPSE_GOLD_SHARE = 0.7
+
+
+def prediction_spread(gold, pred) -> dict:
+    """How spread the predictions are: the most predicted class, its share of the rows and of the gold labels,
+    the entropy of the predicted classes (bits; log2 of the class count when uniform, 0 for one class), and
+    `collapsed`: that class predicted for >= 90% of the rows while gold has < 70% of it."""
+    gold, pred = np.asarray(gold, dtype=object), np.asarray(pred, dtype=object)
+    classes, counts = np.unique(pred.astype(str), return_counts=True)
+    top = classes[counts.argmax()]
+    shares = counts / counts.sum()
+    top_share, gold_share = float(shares.max()), float(np.mean(gold.astype(str) == top))
+    return {"top_class": str(top), "top_class_share": top_share, "top_class_gold_share": gold_share,
+            "prediction_entropy": float(-(shares * np.log2(shares)).sum()) + 0.0,
+            "collapsed": top_share >= COLLAPSE_TOP_SHARE and gold_share < COLLAPSE_GOLD_SHARE}
+
+
 def primary_direction(metric: str) -> int:
     """+1 if larger is better, -1 otherwise."""
     return -1 if metric in LOWER_IS_BETTER else 1

@@ -144,6 +144,7 @@ class Dataset:
                              "figure was measured on a split of its own and compares only in order of "
                              "magnitude."),
                        anchor_table(anchors, self.split_methods(), self.same_family)]
+        blocks += self.per_class_table()
         blocks += self.prompting_vs_finetuning()
         blocks += self.comparison_blocks()
         blocks += self.parse_rules()
@@ -168,7 +169,9 @@ class Dataset:
                                         & (pl.col("metric") == m))
                 cells.append(self.value_cell(s.row(0, named=True)) if s.height else "–")
             rows.append(cells + [self.notes(r["model"], r["method"])])
-        legend = ("⚠ did not learn: some seed's run did not beat the trivial baseline (majority class or "
+        legend = ("⚠ collapsed: some seed's run answered one class for at least 90% of the test rows although "
+                  "gold has less than 70% of that class — its score measures a bias of the prompt or the model, "
+                  "not its strategy. ⚠ did not learn: some seed's run did not beat the trivial baseline (majority class or "
                   "training mean) on dev, or its training loss stayed flat — not a fair attempt of its strategy. "
                   "edge: the setting chosen on dev sits on an edge of its grid (a wider grid might do better). "
                   "Test rows below the others' mark methods scored on the dataset's fixed test subset; compare "
@@ -183,12 +186,7 @@ class Dataset:
         return fmt_int(runs["n_test"].max()) if "n_test" in runs.columns and runs.height else "–"
 
     def notes(self, model: str, method: str) -> str:
-        runs, notes = self.group_runs(model, method), []
-        if "learned" in runs.columns and (runs["learned"].cast(pl.String) == "false").any():
-            notes.append("⚠ did not learn")
-        if "on_edge" in runs.columns and (runs["on_edge"].cast(pl.String) == "true").any():
-            notes.append("edge")
-        return ", ".join(notes)
+        return group_notes(self.group_runs(model, method))
 
     def same_family(self, anchor: dict) -> str:
         """Our runs of the anchor's family (its `ours`: strategies, "icl k=0" for a given k) on its metric, every
@@ -239,20 +237,57 @@ class Dataset:
         stats = {(r["model"], r["method"]): r for r in
                  self.summary.filter(pl.col("metric") == self.primary).iter_rows(named=True)}
         name = METRIC_NAMES.get(self.primary, self.primary)
-        header = ["approach", "method", "model", "k", "seeds", "test rows", name]
+        header = ["approach", "method", "model", "k", "seeds", "test rows", name, "scoring (dev choice)",
+                  f"{name} by per-token mean, uncalibrated"]
         rows = []
         for approach, r in sorted(members, key=lambda m: (m[0], m[1].get("k") or 0)):
             s = stats.get((r["model"], r["method"]))
             if s is not None:
                 rows.append([approach, r["method"], r["model"], "" if r["strategy"] != "icl" else str(r.get("k") or 0),
-                             str(s["n_seeds"]), self.test_rows(r["model"], r["method"]), self.value_cell(s)])
+                             str(s["n_seeds"]), self.test_rows(r["model"], r["method"]), self.value_cell(s),
+                             *self.scoring_cells(r["model"], r["method"])])
         text = ("Fatemi & Hu's question — does fine-tuning beat zero- and few-shot prompting of an instruction-"
                 "tuned model, and do more demonstrations help? — on this dataset. Demonstrations come from the "
                 "training split only (drawn at random once per seed, or the most similar training texts per test "
-                "text). Label scoring picks the label word with the highest length-normalised log-likelihood; "
-                "generated answers are parsed, an unparseable one counts as wrong (other rules below). The paired "
+                "text). Label scoring compares the label words' log-likelihoods by a scoring rule (sum, per-token "
+                "mean, per-byte, contextual calibration or PMI) that each prompting run chose, with its answer "
+                "words, on a fixed dev sample; the last column gives the same runs' test score under the "
+                "uncalibrated per-token mean, so the reader sees how much of the gap the scoring rule explains. "
+                "Generated answers are parsed, an unparseable one counts as wrong (other rules below). The paired "
                 "differences with their intervals are in the comparisons that follow, on the shared test rows.")
         return [("h3", "Fine-tuning vs prompting"), ("p", text), ("table", header, rows)]
+
+    def scoring_cells(self, model: str, method: str) -> list[str]:
+        """The scoring rules the runs chose (with their answer words), and their mean test metric under the
+        per-token mean rule ('–' where the run recorded none: a fixed rule, or generated answers)."""
+        if method.endswith("-gen"):
+            return ["generated", "–"]
+        runs = self.group_runs(model, method)
+        chosen = []
+        for column in ("scoring", "verbaliser"):
+            if column in runs.columns:
+                chosen.append("/".join(sorted(set(runs[column].drop_nulls().cast(pl.String).to_list()))))
+        uncalibrated = f"{self.primary}_mean"
+        value = fmt(runs[uncalibrated].mean()) if uncalibrated in runs.columns and \
+            runs[uncalibrated].null_count() < runs.height else "–"
+        return [", ".join(c for c in chosen if c) or "–", value]
+
+    def per_class_table(self) -> list:
+        """F1 of every class per method (mean over seeds), with the share of the most predicted class: where a
+        macro-F1 comes from, and which methods answer one class for nearly everything."""
+        columns = [c for c in self.runs.columns if c.startswith("f1_")]
+        if self.task != "classification" or not columns:
+            return []
+        header = ["method", "model"] + [f"F1 {c.removeprefix('f1_')}" for c in columns] + \
+                 ["share of the most predicted class", "notes"]
+        rows = []
+        for r in self.ranked.iter_rows(named=True):
+            runs = self.group_runs(r["model"], r["method"])
+            cells = [fmt(runs[c].mean()) if runs[c].null_count() < runs.height else "–" for c in columns]
+            share = fmt(runs["top_class_share"].mean()) if "top_class_share" in runs.columns and \
+                runs["top_class_share"].null_count() < runs.height else "–"
+            rows.append([r["method"], r["model"], *cells, share, self.notes(r["model"], r["method"])])
+        return [("h3", "Per-class F1"), ("table", header, rows)]
 
     def parse_rules(self) -> list:
         """Generated answers under the three parse-failure rules, beside their unparseable rate."""
@@ -415,7 +450,7 @@ class Dataset:
         # A rate borrowed from another method (learning_rate_from) is that method's figure already.
         # A `-gen` row is the same run's generated answers: the same trials.
         own = pl.col("learning_rate_from").is_null() if "learning_rate_from" in self.runs.columns else pl.lit(True)
-        own = own & ~pl.col("method").str.ends_with("-gen")
+        own = own & ~pl.col("method").str.ends_with("-gen") & pl.col("chosen_on_dev").str.starts_with("learning_rate=")
         chosen = self.runs.filter(pl.col("dev_by_value").is_not_null() & own).unique(["model", "method"],
                                                                                        maintain_order=True)
         blocks = []
@@ -596,6 +631,23 @@ def other_anchors(anchors: list[dict]) -> list:
             ("p", "Other domains, claims and costs from the literature, for context only."), anchor_table(anchors)]
 
 
+def _any_true(runs: pl.DataFrame, column: str) -> bool:
+    return column in runs.columns and bool((runs[column].cast(pl.String).str.to_lowercase() == "true").any())
+
+
+def group_notes(runs: pl.DataFrame) -> str:
+    """The warnings a method's runs carry: ⚠ collapsed (some seed answered one class for ≥ 90% of the test rows
+    while gold has < 70% of it: its metrics measure a bias, not the method), ⚠ did not learn, edge."""
+    notes = []
+    if _any_true(runs, "collapsed"):
+        notes.append("⚠ collapsed")
+    if "learned" in runs.columns and (runs["learned"].cast(pl.String).str.to_lowercase() == "false").any():
+        notes.append("⚠ did not learn")
+    if _any_true(runs, "on_edge"):
+        notes.append("edge")
+    return ", ".join(notes)
+
+
 def dev_choices(runs: pl.DataFrame) -> list:
     """How the settings were chosen: the value each method took on dev, from which grid, at what cost."""
     if "chosen_on_dev" not in runs.columns:
@@ -603,9 +655,10 @@ def dev_choices(runs: pl.DataFrame) -> list:
     chosen = runs.filter(pl.col("chosen_on_dev").is_not_null()).unique(["dataset", "model", "method"],
                                                                         maintain_order=True)
     rows = [[r["dataset"], label(r["method"], r["model"]),
-             r["chosen_on_dev"] + (f" (by {r['learning_rate_from']})" if r.get("learning_rate_from") else ""), r["grid"],
-             "edge" if str(r["on_edge"]).lower() == "true" else "", dev_values(r),
-             fmt_int(r.get("trial_steps")) if r.get("trial_steps") is not None else "the run's",
+             r["chosen_on_dev"] + (f" (by {r['learning_rate_from']})" if r.get("learning_rate_from") else ""),
+             r.get("grid") or "–", "edge" if str(r.get("on_edge")).lower() == "true" else "", dev_values(r),
+             fmt_int(r.get("trial_steps")) if r.get("trial_steps") is not None else
+             ("the run's" if r.get("grid") is not None else "–"),
              fmt(r.get("selection_time_s"), 1)]
             for r in chosen.iter_rows(named=True)]
     text = ("Every learning rate and head penalty was chosen on the dev split, per dataset, never on test: for "
@@ -613,8 +666,10 @@ def dev_choices(runs: pl.DataFrame) -> list:
             "run (\"the run's\" steps; the winning trial is then the first seed's run) or shortened to "
             "trial_fraction of its optimizer steps (the trial steps column), then every seed trained at the best "
             "one; for the head by "
-            "fitting each penalty of its grid to convergence. \"edge\" marks a choice on the grid's edge. Other "
-            "settings (budgets, k, templates) are fixed in the config, the same for every method of a family.")
+            "fitting each penalty of its grid to convergence; for prompting, each run's answer words and scoring "
+            "rule by prompting a fixed dev sample with the run's own demonstrations. \"edge\" marks a choice on "
+            "the grid's edge. Other settings (budgets, k, templates) are fixed in the config, the same for every "
+            "method of a family.")
     return [("h2", "How settings were chosen"), ("p", text),
             ("table", ["dataset", "method", "chosen on dev", "grid", "", "dev metric by learning rate",
                        "trial steps", "selection time (s)"], rows)]
@@ -649,8 +704,10 @@ def readme_table(summary: pl.DataFrame, runs: pl.DataFrame, primary_metric, conf
         metric = primary_metric.get(task) if isinstance(primary_metric, dict) else primary_metric
         ranked = part.filter(pl.col("metric") == metric).sort("mean", descending=primary_direction(metric) > 0)
         lines += [f"**{dataset}** ({METRIC_NAMES.get(metric, metric)}, {ranked['confidence'][0]:.0%} interval)", "",
-                  "| method | model | seeds | value |", "|---|---|---|---|"]
-        lines += [f"| {r['method']} | {r['model']} | {r['n_seeds']} | {Dataset.value_cell(r)} |"
+                  "| method | model | seeds | value | notes |", "|---|---|---|---|---|"]
+        of_dataset = runs.filter(pl.col("dataset") == dataset)
+        lines += [f"| {r['method']} | {r['model']} | {r['n_seeds']} | {Dataset.value_cell(r)} | "
+                  f"{group_notes(of_dataset.filter((pl.col('model') == r['model']) & (pl.col('method') == r['method'])))} |"
                   for r in ranked.iter_rows(named=True)]
         lines.append("")
     return "\n".join(lines)

@@ -17,7 +17,7 @@ import polars as pl
 import torch
 
 from tunebench.evaluation import answers, metrics
-from tunebench.modeling import lm, loading, prompts, training
+from tunebench.modeling import lm, loading, prompts, scoring, training
 from tunebench.runner import RunOutput, RunSpec
 
 QUANTIZED = ("generative_qlora",)
@@ -78,8 +78,12 @@ class Examples:
         return [prompts.format_number(v) for v in split["target"]]
 
     def prompts(self, split: pl.DataFrame, room: int = 0) -> list[prompts.FittedPrompt]:
-        limit = self.max_length - room
-        return [prompts.fit_prompt(self.fmt, text, [], self.count, limit) for text in split["text"]]
+        return [self.fit(text, room) for text in split["text"]]
+
+    def fit(self, text: str, room: int | None = None) -> prompts.FittedPrompt:
+        """The zero-shot prompt of `text`, cut to leave `room` tokens (default: the answer's) free."""
+        room = self.answer_room() if room is None else room
+        return prompts.fit_prompt(self.fmt, text, [], self.count, self.max_length - room)
 
     def answer_room(self) -> int:
         """Tokens kept free after a causal prompt for the answer (the longest label, or a generated number)."""
@@ -180,11 +184,23 @@ def evaluate(spec: RunSpec, model, tokenizer, examples: Examples, rows: pl.DataF
     precision = training.resolve_precision(cfg["precision"])
     model.eval()
     loading.use_attention(model, loading.attention(spec.model_cfg))   # `auto` trains eager, answers with sdpa
-    with lm.inference_autocast(precision):
-        result = lm.answer_prompts(model, tokenizer, texts, answer_ids if decoding != "generate" else None,
-                                   cfg["max_new_tokens"] if decoding != "score" else 0, cfg["eval_batch_size"],
-                                   examples.fmt.add_special_tokens)
-    return answers.answer_columns(result.loglik_mean, result.generated, examples.words, decoding), result
+    def run_prompts(texts, ids=None, max_new_tokens=0):
+        with lm.inference_autocast(precision):
+            return lm.answer_prompts(model, tokenizer, texts, ids, max_new_tokens, cfg["eval_batch_size"],
+                                     examples.fmt.add_special_tokens)
+
+    result = run_prompts(texts, answer_ids if decoding != "generate" else None,
+                         cfg["max_new_tokens"] if decoding != "score" else 0)
+    label_scores = None
+    if decoding != "generate":
+        fmt, rule = examples.fmt, cfg["scoring"]
+        label_scores, _ = scoring.label_scores(
+            result.loglik, [fmt.continuation(w) for w in examples.words.values()], answer_ids, [rule],
+            run_prompts=lambda more: run_prompts(more, answer_ids).loglik,
+            render=lambda text, _: examples.fit(text).text,
+            premise_prompt=prompts.premise_prompt(fmt, scoring.PMI_PREMISE))
+        label_scores = label_scores.rule(rule)
+    return answers.answer_columns(label_scores, result.generated, examples.words, decoding), result
 
 
 def dev_score(spec: RunSpec, model, tokenizer, examples: Examples, dev: pl.DataFrame) -> float:
@@ -257,7 +273,8 @@ def run(spec: RunSpec) -> RunOutput:
         sum(len(y) for y in setup.train["labels"]) if examples.kind == "seq2seq" else 0)
     info = training.cost_info(spec, model, trainer, train_seconds, eval_seconds, train_tokens, len(setup.train),
                               resumed)
-    info.update(decoding=setup.decoding, learning_rate=spec.method_cfg["learning_rate"], selection=selection,
+    info.update(decoding=setup.decoding, scoring=cfg["scoring"] if setup.decoding != "generate" else None,
+                learning_rate=spec.method_cfg["learning_rate"], selection=selection,
                 template=type(examples.fmt).__name__, prompt_template=setup.template.header + setup.template.block,
                 tokens_run_eval=result.prompt_tokens, best_dev_metric=dev, dev_metric=training.dev_metric(spec.task)[0],
                 best_dev_loss=trainer.state.best_metric, dev_rows_scored=setup.dev_rows.height,

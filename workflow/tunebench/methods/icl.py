@@ -5,11 +5,16 @@ per run shared by every test text (seeded by the run's seed: several seeds are s
 per_query` draws afresh for each text), or the k training texts most similar to it by the retriever's
 embeddings — cut to the model's context by dropping demonstrations first. Instruction-tuned chat models see
 the prompt as the chat they were trained on (tunebench.modeling.prompts.ChatPrompt). Then
-  decoding: score     length-normalised log-likelihood of each label word, argmax (nothing unparseable),
+  decoding: score     the label words' log-likelihoods compared by a scoring rule (tunebench.modeling.scoring:
+                      sum, mean, byte, calibrated, pmi), argmax (nothing unparseable),
   decoding: generate  a free answer read by tunebench.evaluation.answers (unreadable answers are counted wrong
                       for classification, charged `unparsed_penalty` for regression, which always generates),
   decoding: both      both from the same forward pass: predictions by scoring, the generated answers beside
                       them (the aggregate reports them as a run of their own, `<method>-gen`).
+With several scoring rules (`scoring: [...]`) or several answer-word sets (the dataset's `verbalizers`), the
+run first prompts a fixed sample of dev rows — the same demonstrations, drawn by the same seed — and keeps the
+(answer words, rule) with the best dev macro-F1; test is prompted once, with that choice. The dev scores of
+every candidate are recorded, and the test metrics of every candidate rule beside the chosen one.
 A prompt prefix shared by all test texts (instruction + shared demonstrations) is computed once.
 """
 
@@ -17,13 +22,14 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 import torch
 
-from tunebench.evaluation import answers
-from tunebench.modeling import lm, loading, prompts, training
+from tunebench.evaluation import answers, metrics
+from tunebench.modeling import lm, loading, prompts, scoring, training
 from tunebench.modeling.api import ChatClient
 from tunebench.runner import RunOutput, RunSpec
 
@@ -36,93 +42,220 @@ def run(spec: RunSpec) -> RunOutput:
         raise ValueError(f"{spec.method}: regression needs `decoding: generate` (a number is not a label word)")
     if decoding != "generate" and spec.model_cfg["kind"] == "api":
         raise ValueError(f"{spec.method}: a chat API gives no answer likelihoods; use `decoding: generate`")
-
+    rules = scoring.check_rules(cfg["scoring"], f"config key 'methods.{spec.method}.scoring'") \
+        if decoding != "generate" else []
+    sets = verbaliser_sets(spec)
     train, test = spec.split("train"), spec.test_rows()
-    words = prompts.verbalizers(spec.labels, cfg["verbalizers"]) if classification else None
-    template = prompts.Template.parse(cfg["template"], spec.task, list(words.values()) if words else None)
-    if cfg["k"] and not template.takes_demonstrations:
-        raise ValueError(f"{spec.method}: k = {cfg['k']} needs a {{demonstrations}} placeholder in the template")
-    if classification:
-        pool = list(zip(train["text"], (words[label] for label in train["label"])))
-    else:
-        pool = list(zip(train["text"], (prompts.format_number(t) for t in train["target"])))
-    chosen = select_demonstrations(spec, train, test)
+    backend = APIModel(spec) if spec.model_cfg["kind"] == "api" else LocalModel(spec)
 
-    backend = APIModel(spec) if spec.model_cfg["kind"] == "api" else LocalModel(spec, template, words)
-    fitted = [prompts.fit_prompt(backend.format, text, [pool[j] for j in idx], backend.count_tokens,
-                                 backend.limit) for text, idx in zip(test["text"], chosen)]
+    choice = choose_on_dev(spec, backend, train, sets, rules) if len(sets) * len(rules) > 1 else None
+    name = choice["verbaliser"] if choice else next(iter(sets))
+    rule = choice["scoring"] if choice else (rules[0] if rules else None)
     t0 = time.perf_counter()
-    result = backend.answer([f.text for f in fitted], score=decoding != "generate", generate=decoding != "score")
+    prompted = prompt_rows(spec, backend, train, test, sets[name], rules, score=decoding != "generate",
+                           generate=decoding != "score")
     eval_time = time.perf_counter() - t0
 
-    columns = answers.answer_columns(result.loglik_mean, result.generated, words, decoding)
-    predictions = pl.DataFrame({"id": test["id"], **columns, "n_demonstrations": [f.n_demonstrations for f in fitted],
-                                "prompt_truncated": [f.query_truncated for f in fitted]},
+    words = sets[name]
+    columns = answers.answer_columns(prompted.scores.rule(rule) if rule else None, prompted.answers.generated,
+                                     words, decoding)
+    predictions = pl.DataFrame({"id": test["id"], **columns,
+                                "n_demonstrations": [f.n_demonstrations for f in prompted.fitted],
+                                "prompt_truncated": [f.query_truncated for f in prompted.fitted]},
                                schema_overrides={"prediction": pl.String if classification else pl.Float64})
-    info = {"k": cfg["k"], "selection": cfg["selection"], "decoding": decoding, "template": backend.format_name,
-            "prompt_template": template.header + template.block, **prompt_facts(fitted),
+    fitted, result = prompted.fitted, prompted.answers
+    info = {"k": cfg["k"], "selection": cfg["selection"], "demonstration_draw": demonstration_draw(cfg),
+            "decoding": decoding, "template": prompted.prompter.format_name,
+            "prompt_template": prompted.prompter.template.header + prompted.prompter.template.block,
+            "scoring": rule, "scoring_candidates": " ".join(rules) or None,
+            "verbaliser": name if classification else None,
+            "verbaliser_words": " ".join(words.values()) if words else None,
+            "prompt_selection": choice, "prompt_selection_time_s": choice["dev_time_s"] if choice else None,
+            **prompt_facts(fitted), **prompted.scoring_cost,
             "eval_time_s": eval_time, "examples_per_s": len(fitted) / eval_time if eval_time else None,
             "tokens_run": result.prompt_tokens, "shared_prefix_tokens": result.shared_prefix_tokens,
             "train_rows": train.height, "test_rows": test.height, "trainable_params": 0,
-            "demonstration_ids": demonstration_ids(train, chosen, cfg), **backend.facts()}
-    return RunOutput(predictions, info)
+            "demonstration_ids": demonstration_ids(train, prompted.chosen, cfg), **backend.facts(prompted.prompter)}
+    extra = rule_metrics(spec, test, prompted.scores, rules) if len(rules) > 1 else {}
+    return RunOutput(predictions, info, extra)
+
+
+def verbaliser_sets(spec: RunSpec) -> dict[str | None, dict | None]:
+    """The answer-word sets to choose from: the method's own `verbalizers` (fixed: one set, named 'method'),
+    else the dataset's named `verbalizers` sets (chosen on dev), else the label names (one set, 'labels')."""
+    if spec.task != "classification":
+        return {None: None}
+    own = spec.method_cfg["verbalizers"]
+    if own:
+        return {"method": prompts.verbalizers(spec.labels, own)}
+    declared = spec.dataset_cfg.get("verbalizers") or {"labels": {}}
+    return {name: prompts.verbalizers(spec.labels, words) for name, words in declared.items()}
+
+
+def demonstration_draw(cfg: dict) -> str:
+    """How the demonstrations were drawn, as runs.csv records it: none, similar, or selection/draw."""
+    if not cfg["k"]:
+        return "none"
+    return "similar" if cfg["selection"] == "similar" else f"{cfg['selection']}/{cfg['draw']}"
+
+
+def dev_rows(spec: RunSpec) -> pl.DataFrame:
+    """The fixed dev sample the prompt choices are scored on (the same rows for every seed and method)."""
+    dev = spec.split("dev")
+    n = spec.method_cfg["max_dev_samples"]
+    return dev.sample(n, seed=0).sort("id") if n and n < dev.height else dev
+
+
+def choose_on_dev(spec: RunSpec, backend, train: pl.DataFrame, sets: dict, rules: list[str]) -> dict:
+    """The (answer words, scoring rule) with the best dev macro-F1; ties go to the first declared (sets in the
+    dataset's order, rules in the method's). Every candidate's dev score is returned with the choice."""
+    t0 = time.perf_counter()
+    dev = dev_rows(spec)
+    metric = training.dev_metric(spec.task)[0]
+    gold = dev["label"].to_list()
+    by_candidate, best = {}, None
+    for name, words in sets.items():
+        prompted = prompt_rows(spec, backend, train, dev, words, rules, score=True, generate=False)
+        labels = list(words)
+        for rule in rules:
+            predicted = [labels[i] for i in prompted.scores.rule(rule).argmax(1)]
+            value = metrics.classification_scalars(gold, predicted, spec.labels)[metric]
+            by_candidate[f"{name}/{rule}"] = value
+            if best is None or value > best[0]:
+                best = (value, name, rule)
+    value, name, rule = best
+    return {"verbaliser": name, "scoring": rule, "dev_metric": metric, "dev_value": value,
+            "dev_by_candidate": by_candidate, "dev_rows": dev.height, "dev_time_s": time.perf_counter() - t0}
+
+
+def rule_metrics(spec: RunSpec, test: pl.DataFrame, scores: scoring.LabelScores, rules: list[str]) -> dict:
+    """Test metrics under every candidate rule (`<metric>_<rule>`): what the choice made on dev was worth, and
+    the uncalibrated rules beside the calibrated ones. Reported, never used to choose."""
+    labels, gold = list(spec.labels), test["label"].to_list()
+    out = {}
+    for rule in rules:
+        predicted = [labels[i] for i in scores.rule(rule).argmax(1)]
+        for key, value in metrics.classification_scalars(gold, predicted, spec.labels).items():
+            if key in ("accuracy", "macro_f1"):
+                out[f"{key}_{rule}"] = value
+    return out
+
+
+@dataclass
+class Prompted:
+    """Rows prompted with one answer-word set: their fitted prompts, demonstrations, answers and label scores."""
+
+    prompter: "Prompter"
+    fitted: list[prompts.FittedPrompt]
+    chosen: list[list[int]]
+    answers: lm.Answers
+    scores: scoring.LabelScores | None
+    scoring_cost: dict
+
+
+def prompt_rows(spec: RunSpec, backend, train: pl.DataFrame, rows: pl.DataFrame, words: dict | None,
+                rules: list[str], score: bool, generate: bool) -> Prompted:
+    cfg = spec.method_cfg
+    prompter = backend.prompter(spec, words)
+    if cfg["k"] and not prompter.template.takes_demonstrations:
+        raise ValueError(f"{spec.method}: k = {cfg['k']} needs a {{demonstrations}} placeholder in the template")
+    if words:
+        pool = list(zip(train["text"], (words[label] for label in train["label"])))
+    else:
+        pool = list(zip(train["text"], (prompts.format_number(t) for t in train["target"])))
+    chosen = select_demonstrations(spec, train, rows)
+
+    def fit(text: str, idx) -> prompts.FittedPrompt:
+        return prompts.fit_prompt(prompter.format, text, [pool[j] for j in idx], prompter.count_tokens,
+                                  prompter.limit)
+
+    fitted = [fit(text, idx) for text, idx in zip(rows["text"], chosen)]
+    result = backend.answer(prompter, [f.text for f in fitted], score=score, generate=generate)
+    scores, cost = None, {}
+    if score:
+        contexts = list(dict.fromkeys(tuple(idx) for idx in chosen))
+        index = {c: i for i, c in enumerate(contexts)}
+        scores, cost = scoring.label_scores(
+            result.loglik, [prompter.format.continuation(w) for w in words.values()], prompter.answer_ids, rules,
+            run_prompts=lambda texts: backend.answer(prompter, texts, score=True, generate=False).loglik,
+            render=lambda text, context: fit(text, context).text, contexts=contexts,
+            context_of=[index[tuple(idx)] for idx in chosen],
+            premise_prompt=prompts.premise_prompt(prompter.format, scoring.PMI_PREMISE))
+    return Prompted(prompter, fitted, chosen, result, scores, cost)
+
+
+@dataclass
+class Prompter:
+    """How prompts are written for one answer-word set: the template, its rendering (plain or chat), the
+    answers' token ids, and the token budget a prompt must fit."""
+
+    template: prompts.Template
+    format: object
+    format_name: str
+    answer_ids: list[list[int]] | None
+    count_tokens: object
+    limit: int
 
 
 class LocalModel:
     """A seq2seq or causal LM through transformers."""
 
-    def __init__(self, spec: RunSpec, template: prompts.Template, words: dict | None):
+    def __init__(self, spec: RunSpec):
         cfg, model_cfg = spec.method_cfg, spec.model_cfg
         torch.set_num_threads(spec.threads)
         torch.manual_seed(spec.seed)
         self.cfg, self.precision = cfg, training.resolve_precision(cfg["precision"])
+        self.kind = model_cfg["kind"]
         self.tokenizer = loading.load_tokenizer(model_cfg, spec.model_dir)
         self.model = loading.load_generative(model_cfg, model_dir=spec.model_dir)
-        self.format = prompts.prompt_format(template, self.tokenizer, model_cfg)
-        self.format_name = "chat" if isinstance(self.format, prompts.ChatPrompt) else "plain"
-        self.answer_ids = lm.answer_token_ids(self.tokenizer, self.format, model_cfg["kind"], words)
-        special = self.format.add_special_tokens
-        self.count_tokens = lambda text: len(self.tokenizer(text, add_special_tokens=special)["input_ids"])
+
+    def prompter(self, spec: RunSpec, words: dict | None) -> Prompter:
+        cfg, model_cfg = spec.method_cfg, spec.model_cfg
+        template = prompts.Template.parse(cfg["template"], spec.task, list(words.values()) if words else None)
+        fmt = prompts.prompt_format(template, self.tokenizer, model_cfg)
+        answer_ids = lm.answer_token_ids(self.tokenizer, fmt, self.kind, words)
+        special = fmt.add_special_tokens
         # The answer must fit after the prompt (a causal model's context holds both).
-        self.limit = model_cfg["max_length"]
-        if model_cfg["kind"] == "causal":
-            longest = max(len(a) for a in self.answer_ids) if self.answer_ids else 0
-            self.limit -= max(longest, cfg["max_new_tokens"] if cfg["decoding"] != "score" else 0)
+        limit = model_cfg["max_length"]
+        if self.kind == "causal":
+            longest = max(len(a) for a in answer_ids) if answer_ids else 0
+            limit -= max(longest, cfg["max_new_tokens"] if cfg["decoding"] != "score" else 0)
+        return Prompter(template, fmt, "chat" if isinstance(fmt, prompts.ChatPrompt) else "plain", answer_ids,
+                        lambda text: len(self.tokenizer(text, add_special_tokens=special)["input_ids"]), limit)
 
-    def answer(self, texts: list[str], score: bool, generate: bool) -> lm.Answers:
+    def answer(self, prompter: Prompter, texts: list[str], score: bool, generate: bool) -> lm.Answers:
         with lm.inference_autocast(self.precision):
-            return lm.answer_prompts(self.model, self.tokenizer, texts, self.answer_ids if score else None,
+            return lm.answer_prompts(self.model, self.tokenizer, texts, prompter.answer_ids if score else None,
                                      self.cfg["max_new_tokens"] if generate else 0, self.cfg["batch_size"],
-                                     self.format.add_special_tokens)
+                                     prompter.format.add_special_tokens)
 
-    def facts(self) -> dict:
+    def facts(self, prompter: Prompter) -> dict:
         return {"device": str(self.model.device), "precision": self.precision,
                 "attention": training.attention_implementation(self.model),
                 "total_params": loading.count_parameters(self.model)[1],
-                "answer_tokens": [len(a) for a in self.answer_ids] if self.answer_ids else None}
+                "answer_tokens": [len(a) for a in prompter.answer_ids] if prompter.answer_ids else None}
 
 
 class APIModel:
     """An OpenAI-compatible chat endpoint; answers are cached on disk (see tunebench.modeling.api)."""
 
-    format_name = "plain"
-
     def __init__(self, spec: RunSpec):
         cfg, model_cfg = spec.method_cfg, spec.model_cfg
-        self.cfg = cfg
-        self.format = prompts.Template.parse(cfg["template"], spec.task,
-                                             list(prompts.verbalizers(spec.labels, cfg["verbalizers"]).values())
-                                             if spec.task == "classification" else None)
+        self.cfg, self.max_length = cfg, model_cfg["max_length"]
         self.client = ChatClient(model_cfg["base_url"], model_cfg["path"], model_cfg["api_key_env"],
                                  spec.extra["api_cache_dir"], cfg["timeout_s"], cfg["max_retries"],
                                  cfg["concurrency"])
-        self.count_tokens, self.limit = approx_tokens, model_cfg["max_length"] - cfg["max_new_tokens"]
 
-    def answer(self, texts: list[str], score: bool, generate: bool) -> lm.Answers:
+    def prompter(self, spec: RunSpec, words: dict | None) -> Prompter:
+        template = prompts.Template.parse(self.cfg["template"], spec.task, list(words.values()) if words else None)
+        return Prompter(template, template, "plain", None, approx_tokens,
+                        self.max_length - self.cfg["max_new_tokens"])
+
+    def answer(self, prompter: Prompter, texts: list[str], score: bool, generate: bool) -> lm.Answers:
         generated = self.client.complete_all(texts, self.cfg["temperature"], self.cfg["max_new_tokens"])
         return lm.Answers(None, None, generated, 0, sum(approx_tokens(t) for t in texts))
 
-    def facts(self) -> dict:
+    def facts(self, prompter: Prompter) -> dict:
         return {"device": "api", "prompt_tokens_estimated": True, "api_requests": self.client.requests_sent,
                 "api_cache_hits": self.client.cache_hits}
 

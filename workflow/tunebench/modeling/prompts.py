@@ -124,6 +124,15 @@ class ChatPrompt:
         return answer   # the assistant's turn starts on a fresh line
 
 
+def premise_prompt(fmt, premise: str) -> str:
+    """A bare domain cue ("Answer:") as the model would read it, with no instruction, demonstration or text:
+    the condition of domain-conditional PMI (tunebench.modeling.scoring)."""
+    if isinstance(fmt, ChatPrompt):
+        return fmt.tokenizer.apply_chat_template([{"role": "user", "content": premise}], tokenize=False,
+                                                 add_generation_prompt=True)
+    return premise
+
+
 def prompt_format(template: Template, tokenizer, model_cfg: dict):
     """The chat form for instruction-tuned causal models whose tokenizer has a chat template (unless the model
     entry sets `chat_template: false`), the plain template otherwise."""
