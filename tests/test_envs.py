@@ -60,3 +60,10 @@ def test_the_container_definition_installs_the_default_pins():
     assert f'container: config.get("container", "{image}")' in (REPO / "Snakefile").read_text()
     schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
     assert schema["properties"]["container"]["default"] == image
+
+
+def test_the_conda_envs_take_conda_forge_only():
+    """The `pytorch` channel is retired (no builds after 2.5) and `defaults` has other terms: conda-forge's
+    pytorch is the CUDA build where conda sees a GPU driver and the CPU build elsewhere."""
+    for path in sorted((REPO / "envs").glob("*.yaml")):
+        assert yaml.safe_load(path.read_text())["channels"] == ["conda-forge", "nodefaults"], path.name
