@@ -17,8 +17,8 @@ from tunebench import config as tbconfig
 from tunebench import families
 from tunebench.data.loaders import DataError, load_dataset_table, verify_sha256
 from tunebench.data.prepare import prepare_dataset
-from tunebench.data.splits import (assign_splits, check_splits, duplicate_units, majority_labels, near_duplicate_key,
-                                   near_duplicate_texts, repair_mojibake)
+from tunebench.data.splits import (assign_splits, bootstrap_clusters, check_splits, duplicate_units, majority_labels,
+                                   near_duplicate_key, near_duplicate_texts, repair_mojibake)
 
 from conftest import REPO
 
@@ -406,6 +406,23 @@ def test_semeval_key_joins_nothing_beyond_identical_texts():
     table = split_table(semeval())
     assert near_duplicate_texts(table, semeval()) == {"rows": 2, "groups": 1, "conflicting_target_groups": 1,
                                                       "beyond_exact_pairs": 0}
+
+
+def test_bootstrap_clusters_are_headlines_or_near_duplicate_units():
+    """What the bootstrap resamples (config key cluster): SemEval's 116 test rows are 96 headlines; in FPB's
+    test split one near-duplicate pair is one cluster."""
+    table = split_table(semeval())
+    test_ids = table.filter(pl.col("split") == "test")["id"].to_list()
+    by_title = bootstrap_clusters(table, "group", "semeval")
+    assert len(test_ids) == 116 and len({by_title[i] for i in test_ids}) == 96
+    table = split_table(fpb())
+    test = table.filter(pl.col("split") == "test")
+    units = bootstrap_clusters(table, "duplicates", "fpb")
+    assert len({units[i] for i in test["id"]}) == 484
+    keys = test.with_columns(pl.Series("key", [near_duplicate_key(t) for t in test["text"]]))
+    assert keys["key"].n_unique() == 484
+    with pytest.raises(DataError, match="cluster 'group', but the table has no group"):
+        bootstrap_clusters(table, "group", "fpb")
 
 
 def test_majority_label_of_a_unit_and_ties_go_to_the_first_row():

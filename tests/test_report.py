@@ -431,3 +431,82 @@ def test_collapsed_runs_are_flagged_and_per_class_f1_and_prompt_choices_are_show
     readme = (out / "readme_table.md").read_text()
     assert [line for line in readme.splitlines() if line.startswith("| llm_k5 |")][0].endswith("| ⚠ collapsed |")
     assert [line for line in readme.splitlines() if line.startswith("| llm_k1 |")][0].endswith("|  |")
+
+
+def test_mcnemar_takes_every_seed_pair_and_says_how_many(built):
+    """full has three seeds, head one: McNemar runs on all three pairs (not seed 0 alone) and keeps the largest p."""
+    from tunebench.evaluation import stats
+
+    _, run_dirs, out, md, _ = built
+    comp = pl.read_csv(out / "comparisons.csv", infer_schema_length=None)
+    row = comp.filter((pl.col("b") == "head") & (pl.col("metric") == "accuracy")).row(0, named=True)
+    correct = {d.parent.name + "/" + d.name: pl.read_parquet(d / "predictions.parquet").select(
+        pl.col("gold") == pl.col("prediction"))["gold"].to_numpy() for d in run_dirs if d.parts[-4] == "fpb"}
+    head = correct["head/seed0"]
+    p_values = [stats.mcnemar_exact(correct[f"full/seed{s}"], head) for s in range(3)]
+    assert row["mcnemar_pairs"] == 3 and row["mcnemar_p"] == pytest.approx(max(p_values))
+    assert max(p_values) > min(p_values)   # the pairs disagree, so which ones are used matters
+    assert set(comp.filter(pl.col("task") == "classification")["mcnemar_pairs"]) == {3}
+    assert comp.filter(pl.col("task") == "regression")["mcnemar_pairs"].null_count() > 0
+    assert "largest p over every pair of their seeds" in md
+
+
+def clustered_fixture(root: Path):
+    """60 headlines of 4 rows each: a method is right or wrong on a whole headline at once (one seed of
+    `one`, three of `three`), so its examples are far from independent."""
+    rng = np.random.default_rng(7)
+    groups = np.repeat(np.arange(60), 4)
+    gold = [LABELS[i] for i in rng.integers(0, 3, 240)]
+    ids = [f"clus-{i:04d}" for i in range(240)]
+    table = root / "table.parquet"
+    pl.DataFrame({"id": ids, "text": [f"company {i % 4}: headline {g}" for i, g in enumerate(groups)],
+                  "group": [f"headline {g}" for g in groups]}).write_parquet(table)
+
+    def by_headline(accuracy):
+        right = (rng.random(60) < accuracy)[groups]
+        return [g if r else LABELS[(LABELS.index(g) + 1) % 3] for g, r in zip(gold, right)]
+
+    dirs = [write_run(root, "clus", "tiny", "one", 0, gold, by_headline(0.7), strategy="full")]
+    dirs += [write_run(root, "clus", "tiny", "three", s, gold, by_headline(0.6), strategy="full") for s in range(3)]
+    return dirs, table
+
+
+@pytest.mark.parametrize("cluster", ["group", "duplicates"])
+def test_the_bootstrap_resamples_the_clusters_a_dataset_declares(tmp_path, cluster):
+    dirs, table = clustered_fixture(tmp_path)
+    if cluster == "duplicates":   # the same headline text for a group's rows: one near-duplicate unit
+        pl.read_parquet(table).with_columns(pl.col("text").str.replace(r"^company \d: ", ""),
+                                            pl.lit(None, dtype=pl.String).alias("group")).write_parquet(table)
+    tables = {}
+    for how in (None, cluster):
+        out = tmp_path / f"results-{how}"
+        aggregate_runs([d / "metrics.json" for d in dirs], [d / "predictions.parquet" for d in dirs],
+                       out / "runs.csv", out / "summary.csv", out / "comparisons.csv", tables={"clus": table},
+                       comparisons=[["three", "one"]], bootstrap_samples=500, clusters={"clus": how})
+        tables[how] = (pl.read_csv(out / "summary.csv").filter(pl.col("metric") == "accuracy").sort("method"),
+                       pl.read_csv(out / "comparisons.csv").filter(pl.col("metric") == "accuracy"))
+    (rows, rows_comp), (clusters, clusters_comp) = tables[None], tables[cluster]
+    assert set(rows["resampling_unit"]) == set(rows_comp["resampling_unit"]) == {"row"}
+    assert set(clusters["resampling_unit"]) == set(clusters_comp["resampling_unit"]) == {cluster}
+    assert clusters["mean"].to_list() == rows["mean"].to_list()   # the same estimates, other intervals
+    assert clusters["n_seeds"].to_list() == [1, 3]
+    # Resampling 60 headlines, not 240 rows, widens every interval by about sqrt(4): one seed, the two-level
+    # bootstrap over three seeds, and the paired difference.
+    width = lambda df: (df["ci_high"] - df["ci_low"]).to_numpy()  # noqa: E731
+    assert (width(clusters) > 1.5 * width(rows)).all(), (width(clusters), width(rows))
+    assert (width(clusters_comp) > 1.5 * width(rows_comp)).all()
+    from tunebench.evaluation.report import clusters_text
+
+    summary = pl.read_csv(tmp_path / f"results-{cluster}" / "summary.csv")
+    assert f"clus by {'group' if cluster == 'group' else 'near-duplicate unit'}" in clusters_text(summary)
+    assert clusters_text(pl.read_csv(tmp_path / "results-None" / "summary.csv")) == ""
+
+
+def test_cluster_group_needs_a_group_in_the_table(tmp_path):
+    dirs, table = clustered_fixture(tmp_path)
+    pl.read_parquet(table).with_columns(pl.lit(None, dtype=pl.String).alias("group")).write_parquet(table)
+    out = tmp_path / "results"
+    with pytest.raises(Exception, match="cluster 'group', but the table has no group"):
+        aggregate_runs([d / "metrics.json" for d in dirs], [d / "predictions.parquet" for d in dirs],
+                       out / "runs.csv", out / "summary.csv", out / "comparisons.csv", tables={"clus": table},
+                       clusters={"clus": "group"})

@@ -24,6 +24,10 @@ def test_smoke_study_runs_end_to_end(smoke_run):
     summary = pl.read_csv(workdir / "results" / "summary.csv")
     assert summary.columns[:10] == ["dataset", "task", "model", "method", "metric", "mean", "sd", "ci_low",
                                     "ci_high", "n_seeds"]
+    # smoke.yaml declares SemEval's headlines as the bootstrap's clusters; FPB resamples rows
+    bootstrapped = summary.filter(pl.col("ci_low").is_not_null())
+    units = dict(bootstrapped.select("dataset", "resampling_unit").unique().iter_rows())
+    assert units == {"fpb": "row", "semeval17_headlines": "group"}
     metrics = json.loads((workdir / "results/runs/fpb/tiny_bert/full/seed0/metrics.json").read_text())
     assert metrics["provenance"]["packages"]["torch"]
     assert metrics["data"]["table_sha256"]
@@ -65,6 +69,12 @@ def test_changing_a_report_option_reruns_only_the_report(smoke_run):
     config = smoke_config()
     config["report"]["dictionary_words"] = 7
     assert jobs_planned(smoke_run[0], config) == {"report": 1, "all": 1}
+
+
+def test_changing_what_the_bootstrap_resamples_reruns_only_the_aggregate(smoke_run):
+    config = smoke_config()
+    config["datasets"]["semeval17_headlines"]["cluster"] = None   # rows instead of headlines
+    assert jobs_planned(smoke_run[0], config) == {"aggregate": 1, "report": 1, "all": 1}
 
 
 def test_changing_max_length_reruns_tokenisation_and_its_runs(smoke_run):

@@ -85,6 +85,21 @@ def model_cfg(name):
     return None if name == NONE_MODEL else config["models"][name]
 
 
+# Dataset keys that only the aggregate step reads, so that changing how the bootstrap resamples prepares and
+# reruns nothing.
+AGGREGATE_ONLY_DATASET_KEYS = ("cluster",)
+
+
+def dataset_settings(name):
+    """A dataset's config as rules prepare and the runs see it."""
+    return {k: v for k, v in config["datasets"][name].items() if k not in AGGREGATE_ONLY_DATASET_KEYS}
+
+
+def dataset_clusters():
+    """What the bootstrap resamples per dataset of the study (the key `cluster`; None: test examples)."""
+    return {d: config["datasets"][d].get("cluster") for d in study_datasets()}
+
+
 def max_length(model):
     return config["models"][model]["max_length"]
 
@@ -154,7 +169,7 @@ def run_params(wc, seed=None):
         "model": wc.model,
         "method": wc.method,
         "seed": int(wc.seed) if seed is None else seed,
-        "dataset_cfg": config["datasets"][wc.dataset],
+        "dataset_cfg": dataset_settings(wc.dataset),
         "model_cfg": model_cfg(wc.model),
         "method_cfg": config["methods"][wc.method],
         "retriever_cfg": model_cfg(config["methods"][wc.method].get("retriever") or NONE_MODEL),

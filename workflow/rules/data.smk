@@ -13,7 +13,7 @@ rule prepare:
     conda:
         "../../envs/data.yaml"
     params:
-        dataset_cfg=lambda wc: config["datasets"][wc.dataset],
+        dataset_cfg=lambda wc: dataset_settings(wc.dataset),
         version=tunebench.__version__,
     script:
         "../scripts/tunebench_job.py"

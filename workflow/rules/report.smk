@@ -18,6 +18,7 @@ rule aggregate:
         "../../envs/data.yaml"
     params:
         datasets=study_datasets(),
+        clusters=dataset_clusters(),
         stats=lambda wc: report_settings("comparisons", "bootstrap_samples", "confidence"),
         version=tunebench.__version__,
     script:

@@ -75,7 +75,8 @@ def aggregate(inp, out, params, wildcards, threads):
     from tunebench.evaluation.aggregate import aggregate_runs
 
     aggregate_runs(list(inp.metrics), list(inp.predictions), out.runs, out.summary, out.comparisons,
-                   out.strata, tables=dict(zip(params.datasets, inp.tables)), **params.stats)
+                   out.strata, tables=dict(zip(params.datasets, inp.tables)), clusters=params.clusters,
+                   **params.stats)
 
 
 def report(inp, out, params, wildcards, threads):

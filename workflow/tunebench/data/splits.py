@@ -152,6 +152,23 @@ def near_duplicate_keys(table: pl.DataFrame) -> np.ndarray:
     return np.array([near_duplicate_key(t) for t in table["text"].to_list()], dtype=object)
 
 
+def bootstrap_clusters(table: pl.DataFrame, how: str, where: str) -> dict[str, str]:
+    """Each row id's cluster for the bootstrap (config key datasets.<name>.cluster): `group`, the row's group
+    (a row without one is a cluster of its own), or `duplicates`, the row's unit (near-duplicate texts, joined
+    through their groups)."""
+    ids = table["id"].to_list()
+    if how == "group":
+        if table["group"].null_count() == table.height:
+            raise DataError(f"{where}: cluster 'group', but the table has no group (the loader sets none; "
+                            f"columns.group names one for loaders table and hf)")
+        labels = [f"row {i}" if g is None else f"group {g}" for i, g in zip(ids, table["group"].to_list())]
+    elif how == "duplicates":
+        labels = [f"unit {u}" for u in duplicate_units(table)]
+    else:
+        raise ValueError(f"{where}: unknown cluster '{how}'")
+    return dict(zip(ids, labels))
+
+
 def _number_by_first_row(keys: np.ndarray) -> np.ndarray:
     _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     rank = np.empty(len(first), dtype=int)

@@ -1,14 +1,20 @@
 """Statistics of the comparison: bootstrap CIs, paired differences, relative gains and McNemar's test.
 
-The bootstrap resamples test examples by index. Every metric is computed from the resampled arrays by the
-vectorised functions below, which take a leading batch axis (one row per resample), so 2,000 resamples of a
-2,400-example test set cost milliseconds. The point estimate is the same function on the unresampled arrays,
-and tests/test_stats.py checks both against scikit-learn (`metrics.scalars`, what runner.py reports).
+The bootstrap resamples clusters of test examples: where a dataset has them (several companies scored on one
+headline, one tweet posted with different links), examples of one cluster are not independent, and resampling
+them one by one would give intervals too narrow (tests/test_stats.py shows by simulation how much); without
+clusters every example is its own. A replicate draws as many clusters as there are, with replacement, and
+weights each example by how often its cluster was drawn: the metric of the resample holding every drawn
+cluster's examples. Every metric is computed by the vectorised functions below from the arrays and a weight
+matrix with a leading batch axis (one row per resample), so 2,000 resamples of a 2,400-example test set cost
+milliseconds. The point estimate is the same function without weights, and tests/test_stats.py checks both
+against scikit-learn (`metrics.scalars`, what runner.py reports).
 
-Runs on the same test ids draw the same resamples (the indices depend only on the number of examples and the
-fixed seed), which makes every difference between two methods a paired bootstrap. With several seeds the
-bootstrap has two levels: each replicate draws seeds with replacement as well as test examples, and averages
-the metric over the drawn seeds, so the interval holds both training randomness and test-set sampling.
+Runs on the same test ids and clusters draw the same resamples (the draws depend only on the number of clusters
+and the fixed seed), which makes every difference between two methods a paired bootstrap. With several seeds
+the bootstrap has two levels: each replicate draws seeds with replacement as well as clusters of test examples,
+and averages the metric over the drawn seeds, so the interval holds both training randomness and test-set
+sampling.
 """
 
 from __future__ import annotations
@@ -20,9 +26,12 @@ BOOTSTRAP_SEED = 20240101  # fixed: the report is the same every time it is buil
 CHUNK = 256                # resamples per vectorised batch (bounds memory on large test sets)
 
 
-# ---- metrics as functions of (resampled) arrays: shape (..., n) in, shape (...) out -----------------------
+# ---- metrics as functions of (weighted) arrays: shape (..., n) in, shape (...) out -------------------------
+# `weight` (..., n), broadcast against the arrays, counts how often each example is in a resample (0: not
+# drawn); None weighs every example once.
 
-def classification_metrics(gold, pred, n_labels: int, n_codes: int | None = None) -> dict[str, np.ndarray]:
+def classification_metrics(gold, pred, n_labels: int, n_codes: int | None = None,
+                           weight=None) -> dict[str, np.ndarray]:
     """Accuracy, macro-F1, weighted-F1 and MCC from integer codes.
 
     gold holds label codes 0..n_labels-1; pred may also hold codes >= n_labels for answers outside the label
@@ -30,11 +39,15 @@ def classification_metrics(gold, pred, n_labels: int, n_codes: int | None = None
     """
     gold, pred = np.asarray(gold), np.asarray(pred)
     n_codes = n_codes or max(n_labels, int(pred.max(initial=0)) + 1)
-    batch, n = gold.shape[:-1], gold.shape[-1]
-    cell = (gold * n_codes + pred).reshape(-1, n)
+    cell = gold * n_codes + pred
+    if weight is not None:
+        cell, weight = np.broadcast_arrays(cell, np.asarray(weight, dtype=float))
+        weight = weight.ravel()
+    batch, n = cell.shape[:-1], cell.shape[-1]
+    cell = cell.reshape(-1, n)
     rows = cell.shape[0]
     cell = cell + (np.arange(rows) * n_labels * n_codes)[:, None]
-    counts = np.bincount(cell.ravel(), minlength=rows * n_labels * n_codes)
+    counts = np.bincount(cell.ravel(), weights=weight, minlength=rows * n_labels * n_codes)
     return confusion_metrics(counts.reshape(*batch, n_labels, n_codes).astype(float))
 
 
@@ -61,29 +74,50 @@ def confusion_metrics(cm) -> dict[str, np.ndarray]:
     }
 
 
-def regression_metrics(gold, pred) -> dict[str, np.ndarray]:
-    """MSE, RMSE, MAE, R², Pearson r and cosine similarity; degenerate cases as in metrics.regression_scalars."""
+def regression_metrics(gold, pred, weight=None) -> dict[str, np.ndarray]:
+    """MSE, RMSE, MAE, R², Pearson r and cosine similarity; degenerate cases as in metrics.regression_scalars.
+    With weights, each is the metric of the vector in which example i appears weight[i] times."""
     gold, pred = np.asarray(gold, dtype=float), np.asarray(pred, dtype=float)
+    weight = np.ones(np.broadcast_shapes(gold.shape, pred.shape)) if weight is None else weight
+    gold, pred, weight = np.broadcast_arrays(gold, pred, np.asarray(weight, dtype=float))
+
+    def total(*factors):   # sum over examples of weight × factors, without the (resamples, n) products
+        return np.einsum("...i" + ",...i" * len(factors) + "->...", weight, *factors)
+
+    count = weight.sum(axis=-1)
     err = pred - gold
-    mse = np.mean(err**2, axis=-1)
-    gold_dev = gold - gold.mean(axis=-1, keepdims=True)
-    pred_dev = pred - pred.mean(axis=-1, keepdims=True)
-    ss_gold, ss_pred = (gold_dev**2).sum(axis=-1), (pred_dev**2).sum(axis=-1)
-    ss_res = (err**2).sum(axis=-1)
+    gold_dev = gold - (total(gold) / count)[..., None]
+    pred_dev = pred - (total(pred) / count)[..., None]
+    ss_gold, ss_pred, ss_res = total(gold_dev, gold_dev), total(pred_dev, pred_dev), total(err, err)
+    mse = ss_res / count
     # scikit-learn's r2_score on a constant target: 1 for a perfect prediction, else 0.
     r2 = np.where(ss_gold > 0, 1 - _divide(ss_res, ss_gold), np.where(ss_res == 0, 1.0, 0.0))
-    norms = np.linalg.norm(gold, axis=-1) * np.linalg.norm(pred, axis=-1)
-    # Pearson r of a constant vector is undefined: 0, as in metrics.regression_scalars.
-    constant = np.all(gold == gold[..., :1], axis=-1) | np.all(pred == pred[..., :1], axis=-1)
-    pearson = np.clip(_divide((gold_dev * pred_dev).sum(axis=-1), np.sqrt(ss_gold * ss_pred)), -1, 1)
+    norms = np.sqrt(total(gold, gold)) * np.sqrt(total(pred, pred))
+    # Pearson r of a constant vector is undefined: 0, as in metrics.regression_scalars. Constant means every
+    # drawn example equal, compared exactly as there (a variance can be 1e-33 from rounding alone).
+    drawn = weight > 0
+    first = np.argmax(drawn, axis=-1)[..., None]
+
+    def constant(x):
+        return np.all(~drawn | (x == np.take_along_axis(x, first, axis=-1)), axis=-1)
+
+    pearson = np.clip(_divide(total(gold_dev, pred_dev), np.sqrt(ss_gold * ss_pred)), -1, 1)
     return {
         "mse": mse,
         "rmse": np.sqrt(mse),
-        "mae": np.mean(np.abs(err), axis=-1),
+        "mae": total(np.abs(err)) / count,
         "r2": r2,
-        "pearson": np.where(constant, 0.0, pearson),
-        "cosine": _divide((gold * pred).sum(axis=-1), norms),
+        "pearson": np.where(constant(gold) | constant(pred), 0.0, pearson),
+        "cosine": _divide(total(gold, pred), norms),
     }
+
+
+def mean(values, weight=None) -> np.ndarray:
+    """The mean over examples (the last axis) of a resample: weighted by how often each example was drawn."""
+    values = np.asarray(values, dtype=float)
+    if weight is None:
+        return values.mean(axis=-1)
+    return np.einsum("...i,...i->...", weight, values) / np.sum(weight, axis=-1)
 
 
 def _divide(num, den):
@@ -97,22 +131,31 @@ def _divide(num, den):
 # ---- the bootstrap ---------------------------------------------------------------------------------------
 
 def resample_indices(n: int, samples: int, seed: int = BOOTSTRAP_SEED) -> np.ndarray:
-    """(samples, n) indices of test examples drawn with replacement; the same for every run with n examples."""
+    """(samples, n) draws with replacement of n clusters (test examples where there are no clusters); the same
+    for every run with n clusters."""
     return np.random.default_rng([seed, n]).integers(0, n, size=(samples, n))
 
 
-def replicates(metric_fn, arrays, samples: int, seed: int = BOOTSTRAP_SEED):
-    """Point estimate and bootstrap replicates of every metric `metric_fn(*arrays)` returns.
+def replicates(metric_fn, arrays, samples: int, seed: int = BOOTSTRAP_SEED, clusters=None):
+    """Point estimate and bootstrap replicates of every metric `metric_fn(*arrays, weight=...)` returns.
 
+    clusters: one label per example (None: every example is its own cluster). Each replicate draws as many
+    clusters as there are, with replacement, and weighs each example by how often its cluster was drawn.
     Returns {metric: (point, replicates of shape (samples,))}.
     """
     arrays = [np.asarray(a) for a in arrays]
+    n = len(arrays[0])
+    # Numbered 0..k-1 in the order of the labels, so two runs on the same ids and clusters draw alike.
+    _, cluster = np.unique(np.arange(n) if clusters is None else np.asarray(clusters), return_inverse=True)
+    k = int(cluster.max()) + 1
     point = metric_fn(*arrays)
-    index = resample_indices(len(arrays[0]), samples, seed)
+    draws = resample_indices(k, samples, seed)
     reps = {m: np.empty(samples) for m in point}
     for start in range(0, samples, CHUNK):
-        rows = index[start:start + CHUNK]
-        for m, values in metric_fn(*(a[rows] for a in arrays)).items():
+        drawn = draws[start:start + CHUNK]
+        rows = len(drawn)
+        times = np.bincount((drawn + k * np.arange(rows)[:, None]).ravel(), minlength=rows * k).reshape(rows, k)
+        for m, values in metric_fn(*arrays, weight=times[:, cluster]).items():
             reps[m][start:start + CHUNK] = values
     return {m: (float(point[m]), reps[m]) for m in point}
 
@@ -168,10 +211,10 @@ def compare(point_a: float, reps_a, point_b: float, reps_b, confidence: float) -
 
 
 def paired_bootstrap(metric_fn, gold, pred_a, pred_b, samples: int, confidence: float,
-                     seed: int = BOOTSTRAP_SEED) -> dict[str, dict[str, float]]:
+                     seed: int = BOOTSTRAP_SEED, clusters=None) -> dict[str, dict[str, float]]:
     """Every metric of a minus b on the same test examples, with paired-bootstrap CIs."""
-    a = replicates(metric_fn, [gold, pred_a], samples, seed)
-    b = replicates(metric_fn, [gold, pred_b], samples, seed)
+    a = replicates(metric_fn, [gold, pred_a], samples, seed, clusters)
+    b = replicates(metric_fn, [gold, pred_b], samples, seed, clusters)
     return {m: compare(*a[m], *b[m], confidence) for m in a}
 
 
