@@ -185,8 +185,10 @@ def test_cached_features_are_the_frozen_encoders_output(workspace):
 def test_the_head_is_fitted_to_convergence_with_its_penalty_chosen_on_dev(workspace, task, tmp_path):
     spec = make_spec(workspace, "head", task, run_dir=tmp_path / "run")
     record = execute(spec, tmp_path / "p.parquet", tmp_path / "m.json")
-    grid = spec.method_cfg["C_grid" if task == "classification" else "alpha_grid"]
-    assert list(record["cost"]["selected"].values())[0] in grid
+    search = record["cost"]["grid_search"]
+    assert search["declared_grid"] == sorted(spec.method_cfg["C_grid" if task == "classification" else "alpha_grid"])
+    assert list(record["cost"]["selected"].values())[0] == search["chosen"] and search["chosen"] in search["grid"]
+    assert not search["on_edge"] or search["extension_bound_hit"]   # grown until the choice is inside
     if task == "classification":   # the planted words separate the classes: a converged head finds them
         assert record["metrics"]["accuracy"] > 0.8
     else:
@@ -236,7 +238,7 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(workspace, tmp_path
 @pytest.mark.parametrize("strategy", ["lora", "full"])
 def test_learning_rate_grid_keeps_the_best_on_dev(workspace, strategy, tmp_path):
     spec = make_spec(workspace, strategy, run_dir=tmp_path / "run", learning_rate_grid=[5e-2, 1e-7, 1e-3],
-                     epochs=4, trial_fraction=0.5)
+                     epochs=4, trial_fraction=0.5, grid_extensions=0)
     record = execute(spec, tmp_path / "p.parquet", tmp_path / "m.json")
     selection = record["cost"]["selection"]
     scores = selection["dev_by_learning_rate"]
@@ -259,7 +261,7 @@ def test_a_trial_trains_trial_fraction_of_the_final_runs_steps(workspace, tmp_pa
 
     monkeypatch.setattr(training, "fit", counting_fit)
     spec = make_spec(workspace, "lora", run_dir=tmp_path / "run", learning_rate_grid=[1e-7, 1e-2], epochs=4,
-                     trial_fraction=0.25)
+                     trial_fraction=0.25, grid_extensions=0)
     record = execute(spec, tmp_path / "p.parquet", tmp_path / "m.json")
     final, trial = record["cost"]["optimizer_steps"], record["cost"]["selection"]["trial_steps"]
     assert trial == math.ceil(0.25 * final) < final
@@ -269,7 +271,8 @@ def test_a_trial_trains_trial_fraction_of_the_final_runs_steps(workspace, tmp_pa
 def test_a_selection_file_fixes_the_learning_rate_of_every_seed(workspace, tmp_path):
     from tunebench.runner import select
 
-    spec = make_spec(workspace, "lora", run_dir=tmp_path / "sel", learning_rate_grid=[1e-7, 1e-2], epochs=2)
+    spec = make_spec(workspace, "lora", run_dir=tmp_path / "sel", learning_rate_grid=[1e-7, 1e-2], epochs=2,
+                     grid_extensions=0)
     selection = select(spec)
     assert selection["chosen"] == 1e-2 and selection["selection_time_s"] > 0 and not spec.run_dir.exists()
     (tmp_path / "selection.json").write_text(json.dumps({**selection, "chosen": 1e-7}))
@@ -285,11 +288,11 @@ def test_the_first_seed_reuses_the_winning_full_length_trial(workspace, strategy
     trained model — and gets exactly what training it again would give. Other seeds train."""
     from tunebench.runner import select
 
-    grid = dict(learning_rate_grid=[1e-7, 1e-2], epochs=2, trial_fraction=1)
+    grid = dict(learning_rate_grid=[1e-7, 1e-2], epochs=2, trial_fraction=1, grid_extensions=0)
     tune = make_spec(workspace, strategy, run_dir=tmp_path / "sel", **grid)
     selection = select(tune, tmp_path / "sel.trained")
-    assert selection["chosen"] == 1e-2 and selection["reusable_by_seed"] == 0 and selection["trial_steps"] is None
-    assert (tmp_path / "sel.trained" / "weights.safetensors").exists() and not tune.run_dir.exists()
+    assert selection["chosen"] == 1e-2 and selection["reusable_by_seeds"] == [0] and selection["trial_steps"] is None
+    assert (tmp_path / "sel.trained" / "seed0" / "weights.safetensors").exists() and not tune.run_dir.exists()
     (tmp_path / "sel.json").write_text(json.dumps(selection))
 
     def run(seed, **method):
@@ -315,9 +318,9 @@ def test_shortened_trials_leave_nothing_to_reuse(workspace, tmp_path):
     from tunebench.runner import select
 
     spec = make_spec(workspace, "lora", run_dir=tmp_path / "sel", learning_rate_grid=[1e-7, 1e-2], epochs=2,
-                     trial_fraction=0.5)
+                     trial_fraction=0.5, grid_extensions=0)
     selection = select(spec, tmp_path / "sel.trained")
-    assert selection["reusable_by_seed"] is None and selection["trial_steps"] > 0
+    assert selection["reusable_by_seeds"] == [] and selection["trial_steps"] > 0
     assert (tmp_path / "sel.trained").is_dir() and not list((tmp_path / "sel.trained").iterdir())
 
 

@@ -137,9 +137,9 @@ def test_the_first_seed_reuses_the_winning_trial_adapter(make_spec, tiny_t5, tmp
 
     model = {"kind": "seq2seq", "path": str(tiny_t5), "max_length": 64}
     grid = {"strategy": "generative_lora", **FAST, "epochs": 2, "learning_rate_grid": [1e-6, 1e-2],
-            "trial_fraction": 1}
+            "trial_fraction": 1, "grid_extensions": 0}
     selection = runner.select(make_spec(model, grid, run_dir=tmp_path / "sel"), tmp_path / "sel.trained")
-    assert selection["reusable_by_seed"] == 0 and (tmp_path / "sel.trained" / "weights.safetensors").exists()
+    assert selection["reusable_by_seeds"] == [0] and (tmp_path / "sel.trained" / "seed0" / "weights.safetensors").exists()
     (tmp_path / "sel.json").write_text(json.dumps(selection))
 
     reused = make_spec(model, grid, run_dir=tmp_path / "reused", selection_path=str(tmp_path / "sel.json"),

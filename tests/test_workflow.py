@@ -102,33 +102,36 @@ def test_adding_a_dataset_adds_only_its_jobs(smoke_run):
 
 
 def test_a_tuned_method_reuses_its_winning_trial_and_lends_its_rate(tmp_path):
-    """Rule tune_encoder runs once for `full` (a full-length trial per rate on the first seed); full's seed 0
-    evaluates the winning trial's model, seed 1 trains; qlora borrows full's rate and has no selection job."""
+    """Rule tune_encoder runs once for `full` (a full-length trial per rate on each of the two selection seeds);
+    full's seeds 0 and 1 evaluate their winning trials' models, seed 2 trains; qlora borrows full's rate and has
+    no selection job."""
     from conftest import make_workdir
 
     workdir = make_workdir(tmp_path / "tuned")
     config = smoke_config()
     config["methods"] = {
         "full": {"strategy": "full", "learning_rate_grid": [1e-5, 1e-3], "epochs": 1, "max_train_samples": 150,
-                 "min_steps": None, "precision": "fp32"},
+                 "min_steps": None, "precision": "fp32", "grid_extensions": 0},
         "qlora": {"strategy": "qlora", "learning_rate_from": "full", "learning_rate_grid": None, "epochs": 1,
                   "max_train_samples": 150, "min_steps": None}}
-    config["seeds"] = [0, 1]
+    config["seeds"] = [0, 1, 2]
     config["study"] = [{"datasets": ["fpb"], "models": ["tiny_bert"], "methods": ["full"]},
                        {"datasets": ["fpb"], "models": ["tiny_bert"], "methods": ["qlora"], "seeds": [0]}]
     config["report"] = {"comparisons": [["full", "qlora"]], "bootstrap_samples": 100}
     (workdir / "tuned.yaml").write_text(yaml.safe_dump(config))
     planned = run_snakemake(workdir, "--dry-run", "--quiet", "rules", configfile="tuned.yaml").stdout
-    assert re.search(r"^tune_encoder\s+1$", planned, re.M) and re.search(r"^finetune_encoder\s+3$", planned, re.M)
+    assert re.search(r"^tune_encoder\s+1$", planned, re.M) and re.search(r"^finetune_encoder\s+4$", planned, re.M)
     run_snakemake(workdir, configfile="tuned.yaml")
 
     selection = json.loads((workdir / "results/selection/fpb/tiny_bert/full.json").read_text())
-    assert selection["reusable_by_seed"] == 0
-    assert (workdir / "results/selection/fpb/tiny_bert/full.trained/weights.safetensors").exists()
+    assert selection["reusable_by_seeds"] == [0, 1] and selection["seeds"] == [0, 1]
+    assert set(selection["dev_by_value_and_seed"]["1e-05"]) == {"0", "1"}
+    assert (workdir / "results/selection/fpb/tiny_bert/full.trained/seed1/weights.safetensors").exists()
     cost = {name: json.loads((workdir / f"results/runs/fpb/tiny_bert/{name}/metrics.json").read_text())["cost"]
-            for name in ("full/seed0", "full/seed1", "qlora/seed0")}
-    assert cost["full/seed0"]["resumed_from"] == "selection trial" and not cost["full/seed1"]["resumed_from"]
-    assert cost["qlora/seed0"]["learning_rate"] == selection["chosen"] == cost["full/seed1"]["learning_rate"]
+            for name in ("full/seed0", "full/seed1", "full/seed2", "qlora/seed0")}
+    assert cost["full/seed0"]["resumed_from"] == "selection trial" == cost["full/seed1"]["resumed_from"]
+    assert not cost["full/seed2"]["resumed_from"]
+    assert cost["qlora/seed0"]["learning_rate"] == selection["chosen"] == cost["full/seed2"]["learning_rate"]
     assert cost["qlora/seed0"]["selection"]["from_method"] == "full" and not cost["qlora/seed0"]["resumed_from"]
     runs = pl.read_csv(workdir / "results/runs.csv")
     assert runs.filter(pl.col("method") == "qlora")["learning_rate_from"][0] == "full"

@@ -157,9 +157,11 @@ def selection_inputs(wc):
 
 
 def selection_params(wc):
-    """The run settings of the trials: those of the method's first seed."""
+    """The run settings of the trials: those of the method's first seed, and the seeds every rate is tried on
+    (the first `select_seeds` of the method's seeds)."""
     seeds = sorted(r.seed for r in RUNS if (r.dataset, r.model, r.method) == (wc.dataset, wc.model, wc.method))
-    return run_params(wc, seed=seeds[0] if seeds else 0)
+    chosen = seeds[: config["methods"][wc.method].get("select_seeds", 1)]
+    return {**run_params(wc, seed=seeds[0] if seeds else 0), "seeds": chosen}
 
 
 def run_params(wc, seed=None):

@@ -51,7 +51,7 @@ def run_spec(inp, params, wildcards, threads, run_dir, seed: int):
         embeddings_path=getattr(inp, "embeddings", None), lexicon_path=getattr(inp, "lexicon", None),
         model_dir=getattr(inp, "model_dir", None), selection_path=getattr(inp, "selection", None),
         trained_dir=getattr(inp, "trained", None),
-        extra={"retriever_cfg": p.get("retriever_cfg"), "api_cache_dir": p.get("api_cache")},
+        extra={"retriever_cfg": p.get("retriever_cfg"), "api_cache_dir": p.get("api_cache"), "seeds": p.get("seeds")},
     )
 
 

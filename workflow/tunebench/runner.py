@@ -171,7 +171,8 @@ def peak_rss_mb() -> float:
 
 def select(spec: RunSpec, trained_out: Path | None = None) -> dict:
     """The learning-rate selection of a trained method (its family module's `select`), with when it ran. The
-    chosen full-length trial's trained model goes to `trained_out` (a folder, left empty when there is none)."""
+    chosen full-length trials' trained models go to `trained_out` (a folder of seed<N> folders, left empty when
+    there is none)."""
     import shutil
 
     from tunebench.modeling.training import TRAINED

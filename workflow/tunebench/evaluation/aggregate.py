@@ -8,10 +8,13 @@ runs.csv        one row per run: identity, every scalar metric, the cost facts, 
                 and the did-it-learn check.
 summary.csv     long format, one row per (dataset, model, method, metric): mean and sd over seeds and a
                 bootstrap CI — over test examples with one seed, over seeds and test examples with several
-                (see stats.py). Metrics are recomputed from predictions.parquet with the same vectorised
-                functions for the point and every resample, and checked against metrics.json.
+                (see stats.py); test examples are resampled in the clusters the dataset declares (config
+                key datasets.<name>.cluster; column resampling_unit). Metrics are recomputed from
+                predictions.parquet with the same vectorised functions for the point and every resample, and
+                checked against metrics.json.
 comparisons.csv for each configured pair [a, b] and dataset: a − b per metric with its paired-bootstrap CI,
-                the relative gain in percent with its CI, and McNemar's exact p (classification).
+                the relative gain in percent with its CI, and McNemar's exact p (classification): the largest
+                over every pair of a's and b's seeds (their number in mcnemar_pairs).
                 Methods on different models (an encoder vs a generative model) are compared where no
                 same-model pair exists.
 strata.csv      datasets with an `agreement` column (FPB): each group's test metrics on the sentences of each
@@ -29,6 +32,7 @@ import numpy as np
 import polars as pl
 
 from tunebench import files
+from tunebench.data.splits import bootstrap_clusters
 from tunebench.evaluation import stats
 from tunebench.families import NO_MODEL
 from tunebench.evaluation.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
@@ -40,19 +44,22 @@ COST_ORDER = ["trainable_params", "total_params", "trainable_fraction", "train_t
 # for top_k the number of trained layers), and the caps.
 SETTINGS = ["shots", "k", "selection", "classifier", "decoding", "r", "variant",
             "max_train_samples", "test_subset"]
-DEV_CHOICE = ["chosen_on_dev", "learning_rate_from", "grid", "on_edge", "dev_by_value", "selection_dev_metric",
+DEV_CHOICE = ["chosen_on_dev", "learning_rate_from", "grid", "on_edge", "declared_grid", "grid_extensions",
+              "grid_bound_hit", "selection_seeds", "halving_rounds", "dev_by_value", "selection_dev_metric",
               "trial_steps", "selection_time_s", "learned", "learning_note"]
 TOLERANCE = 1e-6  # recomputed vs recorded metric
 SUMMARY_SCHEMA = {"dataset": pl.String, "task": pl.String, "model": pl.String, "method": pl.String,
                   "metric": pl.String, "mean": pl.Float64, "sd": pl.Float64, "ci_low": pl.Float64,
-                  "ci_high": pl.Float64, "n_seeds": pl.Int64, "ci_over": pl.String, "confidence": pl.Float64}
+                  "ci_high": pl.Float64, "n_seeds": pl.Int64, "ci_over": pl.String, "confidence": pl.Float64,
+                  "resampling_unit": pl.String}
 CI_OVER = {False: "test examples", True: "seeds and test examples"}
 COMPARISON_SCHEMA = {"dataset": pl.String, "task": pl.String, "a": pl.String, "model_a": pl.String,
                      "b": pl.String, "model_b": pl.String, "metric": pl.String, "value_a": pl.Float64,
                      "value_b": pl.Float64, "difference": pl.Float64, "ci_low": pl.Float64,
                      "ci_high": pl.Float64, "relative_gain_pct": pl.Float64, "relative_ci_low": pl.Float64,
                      "relative_ci_high": pl.Float64, "mcnemar_p": pl.Float64, "n_test": pl.Int64,
-                     "n_seeds_a": pl.Int64, "n_seeds_b": pl.Int64}
+                     "n_seeds_a": pl.Int64, "n_seeds_b": pl.Int64, "mcnemar_pairs": pl.Int64,
+                     "resampling_unit": pl.String}
 
 
 @dataclass
@@ -131,13 +138,13 @@ class Run:
         """The metrics of this run as a function of (resampled) gold, prediction and unparsed arrays."""
         n_labels = len(self.labels)
 
-        def fn(gold, pred, unparsed):
+        def fn(gold, pred, unparsed, weight=None):
             if self.task == "classification":
-                out = stats.classification_metrics(gold, pred, n_labels)
+                out = stats.classification_metrics(gold, pred, n_labels, weight=weight)
             else:
-                out = stats.regression_metrics(gold, pred)
+                out = stats.regression_metrics(gold, pred, weight)
             if self.has_unparsed:
-                out["unparseable_rate"] = unparsed.mean(axis=-1)
+                out["unparseable_rate"] = stats.mean(unparsed, weight)
             return out
 
         return fn
@@ -165,16 +172,32 @@ def with_generated_runs(runs: list[Run]) -> list[Run]:
 
 
 class Bootstrap:
-    """Replicates of each run's metrics on a given list of test ids, computed once and cached."""
+    """Replicates of each run's metrics on a given list of test ids, computed once and cached. `clusters`:
+    dataset → {test id: cluster} for the datasets whose examples are resampled in clusters."""
 
-    def __init__(self, samples: int):
+    def __init__(self, samples: int, clusters: dict[str, dict[str, str]] | None = None,
+                 units: dict[str, str] | None = None):
         self.samples = samples
+        self.clusters = clusters or {}
+        self.units = units or {}
         self._cache: dict = {}
+
+    def unit(self, dataset: str) -> str:
+        """What the example level resamples: `row`, or the dataset's cluster setting (`group`, `duplicates`)."""
+        return self.units.get(dataset) or "row"
 
     def of(self, run: Run, ids: list[str] | None = None) -> dict[str, tuple[float, np.ndarray]]:
         key = (run.name, None if ids is None else hash(tuple(ids)))
         if key not in self._cache:
-            self._cache[key] = stats.replicates(run.metric_fn(), run.arrays(ids), self.samples)
+            clusters = None
+            if run.dataset in self.clusters:
+                of_id = self.clusters[run.dataset]
+                missing = [i for i in (ids or run.ids) if i not in of_id]
+                if missing:
+                    raise ValueError(f"{run.name}: test id '{missing[0]}' is not in the dataset's table, so it has "
+                                     f"no cluster (cluster: {self.unit(run.dataset)})")
+                clusters = [of_id[i] for i in (ids or run.ids)]
+            self._cache[key] = stats.replicates(run.metric_fn(), run.arrays(ids), self.samples, clusters=clusters)
         return self._cache[key]
 
 
@@ -217,29 +240,49 @@ def run_row(run: Run) -> dict:
 
 
 def chosen_on_dev(run: Run) -> dict:
-    """What was chosen on dev for this run: the learning rate from its grid (rule tune_<family>) or the head's
-    L2 penalty from C_grid / alpha_grid, and whether the choice sits on an edge of the grid."""
+    """What was chosen on dev for this run: the learning rate from its grid (rule tune_<family>), a head's or
+    baseline's regularisation from its grid, or a prompt's answer words and scoring rule; the values tried (the
+    declared grid and its growth past the edge), whether the choice is still on an edge (only when the growth
+    bound was hit), and the seeds the choice averaged."""
     cost = run.record.get("cost", {})
-    selection, head = cost.get("selection"), cost.get("selected")
+    selection, head, grown = cost.get("selection"), cost.get("selected"), cost.get("grid_search")
     if isinstance(selection, dict):
         by_value = selection.get("dev_by_learning_rate") or {}
         return {"chosen_on_dev": f"learning_rate={selection['chosen']:g}",
                 "learning_rate_from": selection.get("from_method"), "grid": _grid(selection["grid"]),
                 "on_edge": bool(selection["on_edge"]), "selection_time_s": selection.get("selection_time_s"),
                 "dev_by_value": " ".join(f"{lr}:{value:.4f}" for lr, value in by_value.items()) or None,
-                "selection_dev_metric": selection.get("dev_metric"), "trial_steps": selection.get("trial_steps")}
+                "selection_dev_metric": selection.get("dev_metric"), "trial_steps": selection.get("trial_steps"),
+                **_search_facts(selection)}
     prompt = cost.get("prompt_selection")
     if isinstance(prompt, dict):   # icl: answer words and scoring rule chosen on the dev sample
         by_candidate = prompt.get("dev_by_candidate") or {}
         return {"chosen_on_dev": f"verbaliser={prompt['verbaliser']} scoring={prompt['scoring']}",
                 "dev_by_value": " ".join(f"{c}:{v:.4f}" for c, v in by_candidate.items()) or None,
                 "selection_dev_metric": prompt.get("dev_metric")}   # its time is in the run's own wall time
+    if isinstance(grown, dict):
+        by_value = grown.get("dev_by_value") or {}
+        return {"chosen_on_dev": f"{grown['key']}={grown['chosen']:g}", "grid": _grid(grown["grid"]),
+                "on_edge": bool(grown["on_edge"]),
+                "dev_by_value": " ".join(f"{v}:{score:.4f}" for v, score in by_value.items()) or None,
+                **_search_facts(grown)}
     if isinstance(head, dict) and len(head) == 1:
         (key, value), = head.items()
         grid = sorted(run.method_cfg.get(f"{key}_grid") or [value])
         return {"chosen_on_dev": f"{key}={value:g}", "grid": _grid(grid),
                 "on_edge": len(grid) > 1 and value in (grid[0], grid[-1])}
     return {}
+
+
+def _search_facts(trace: dict) -> dict:
+    """How a grid search went (tunebench.selection): the declared grid, its growth, the seeds it averaged and
+    its halving rounds (absent in traces made before the protocol had them)."""
+    if "declared_grid" not in trace:
+        return {}
+    return {"declared_grid": _grid(trace["declared_grid"]), "grid_extensions": trace.get("extensions"),
+            "grid_bound_hit": trace.get("extension_bound_hit"),
+            "selection_seeds": " ".join(map(str, trace.get("seeds") or [])) or None,
+            "halving_rounds": len(trace.get("halving_rounds") or [])}
 
 
 def _grid(values) -> str:
@@ -295,7 +338,8 @@ def summary_rows(group: tuple, runs: list[Run], boot: Bootstrap, confidence: flo
         return {"dataset": dataset, "task": task, "model": model, "method": method, "metric": metric,
                 "mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else None,
                 "ci_low": ci[0], "ci_high": ci[1], "n_seeds": len(values),
-                "ci_over": None if ci[0] is None else CI_OVER[len(values) > 1], "confidence": confidence}
+                "ci_over": None if ci[0] is None else CI_OVER[len(values) > 1], "confidence": confidence,
+                "resampling_unit": None if ci[0] is None else boot.unit(dataset)}
 
     for metric in per_seed[0]:
         points = [reps[metric][0] for reps in per_seed]
@@ -322,17 +366,19 @@ def model_pairs(groups, dataset: str, a: str, b: str) -> list[tuple[str, str]]:
     return [(ma, mb) for ma, mb in pairs if ma == mb or NO_MODEL in (ma, mb)] or pairs
 
 
-def mcnemar_p(runs_a: list[Run], runs_b: list[Run], ids: list[str]) -> float:
-    """Exact McNemar p; with several seeds the largest over the seed pairs (same seed where both have it)."""
-    seeds_b = {r.seed: r for r in runs_b}
-    pairs = [(r, seeds_b[r.seed]) for r in runs_a if r.seed in seeds_b] or \
-            [(ra, rb) for ra in runs_a for rb in runs_b]
-    p_values = []
-    for ra, rb in pairs:
-        gold_a, pred_a, _ = ra.arrays(ids)
-        gold_b, pred_b, _ = rb.arrays(ids)
-        p_values.append(stats.mcnemar_exact(gold_a == pred_a, gold_b == pred_b))
-    return max(p_values)
+def mcnemar_p(runs_a: list[Run], runs_b: list[Run], ids: list[str]) -> tuple[float, int]:
+    """Exact McNemar p, the largest over every (seed of a, seed of b) pair, and the number of pairs.
+
+    Every pair or none: two methods' seeds are not paired (seed 0 of a fine-tuning and seed 0 of a k-shot draw
+    share nothing), so testing the same-seed pairs only, or seed 0 alone beside a one-seed method, would pick
+    some of equally valid tests; the largest p is one that every pair's test reaches."""
+    def correct(run: Run) -> np.ndarray:
+        gold, pred, _ = run.arrays(ids)
+        return gold == pred
+
+    correct_b = [correct(rb) for rb in runs_b]
+    p_values = [stats.mcnemar_exact(correct(ra), b) for ra in runs_a for b in correct_b]
+    return max(p_values), len(p_values)
 
 
 def comparison_rows(dataset, pair, runs_a, runs_b, boot, confidence) -> list[dict]:
@@ -344,7 +390,7 @@ def comparison_rows(dataset, pair, runs_a, runs_b, boot, confidence) -> list[dic
     reps_a = [boot.of(r, ids) for r in runs_a]
     reps_b = [boot.of(r, ids) for r in runs_b]
     task = runs_a[0].task
-    p = mcnemar_p(runs_a, runs_b, ids) if task == "classification" else None
+    p, pairs = mcnemar_p(runs_a, runs_b, ids) if task == "classification" else (None, None)
     rows = []
     for metric in [m for m in reps_a[0] if m in reps_b[0]]:
         point_a = float(np.mean([r[metric][0] for r in reps_a]))
@@ -354,7 +400,8 @@ def comparison_rows(dataset, pair, runs_a, runs_b, boot, confidence) -> list[dic
         rows.append({"dataset": dataset, "task": task, "a": a, "model_a": model_a, "b": b, "model_b": model_b,
                      "metric": metric, "value_a": point_a, "value_b": point_b,
                      **stats.compare(point_a, pooled_a, point_b, pooled_b, confidence),
-                     "mcnemar_p": p, "n_test": len(ids), "n_seeds_a": len(runs_a), "n_seeds_b": len(runs_b)})
+                     "mcnemar_p": p, "n_test": len(ids), "n_seeds_a": len(runs_a), "n_seeds_b": len(runs_b),
+                     "mcnemar_pairs": pairs, "resampling_unit": boot.unit(dataset)})
     return rows
 
 
@@ -387,10 +434,16 @@ def strata_rows(group: tuple, runs: list[Run], table: pl.DataFrame | None) -> li
 
 def aggregate_runs(metrics_paths, predictions_paths, runs_csv, summary_csv, comparisons_csv, strata_csv=None,
                    tables: dict | None = None, comparisons=(), bootstrap_samples: int = 2000,
-                   confidence: float = 0.95) -> None:
-    """`tables`: dataset → its table.parquet (for the agreement strata)."""
+                   confidence: float = 0.95, clusters: dict | None = None) -> None:
+    """`tables`: dataset → its table.parquet (for the agreement strata and the clusters); `clusters`: dataset →
+    its config key `cluster` (group, duplicates or None: resample rows)."""
     runs = with_generated_runs([load_run(m, p) for m, p in zip(metrics_paths, predictions_paths)])
-    boot = Bootstrap(bootstrap_samples)
+    units = {d: how for d, how in (clusters or {}).items() if how}
+    for d in units:
+        if d not in (tables or {}):
+            raise ValueError(f"dataset '{d}' declares cluster '{units[d]}', but no table.parquet was given")
+    boot = Bootstrap(bootstrap_samples, {d: bootstrap_clusters(pl.read_parquet(tables[d]), how, f"dataset '{d}'")
+                                         for d, how in units.items()}, units)
     groups = groups_of(runs)
     summary = [row for group, members in groups.items()
                for row in summary_rows(group, members, boot, confidence)]

@@ -81,11 +81,30 @@ def intro(summary: pl.DataFrame, anchors_note: str) -> list:
             "bootstrap), so they hold both training randomness and test-set sampling; the value shown is the "
             "mean over seeds ± its sd. " if many else "Every method here ran with one seed, so the intervals "
             "hold test-set sampling only, not training randomness. ")
+    how += clusters_text(summary)
     how += ("Paired comparisons resample the same test examples for both methods; McNemar's p is the exact "
-            "binomial test on the discordant examples (the largest p over seed pairs when there are several).")
+            "binomial test on the discordant examples: with several seeds on either side, the largest p over "
+            "every pair of their seeds (a's seeds × b's; comparisons.csv, column mcnemar_pairs).")
     return [("h1", "tunebench: which adaptation strategy wins, by how much, and at what cost"),
             ("p", how),
             ("p", "Published figures appear in their own tables, never averaged with ours. " + anchors_note)]
+
+
+CLUSTER_NAMES = {"group": "group (the table's `group` column)", "duplicates": "near-duplicate unit"}
+
+
+def clusters_text(summary: pl.DataFrame) -> str:
+    """Which datasets' intervals resample clusters of test examples rather than examples (config key cluster)."""
+    if "resampling_unit" not in summary.columns:
+        return ""
+    clustered = (summary.filter(pl.col("resampling_unit").is_not_null() & (pl.col("resampling_unit") != "row"))
+                 .unique("dataset", maintain_order=True))
+    if clustered.is_empty():
+        return ""
+    which = ", ".join(f"{d} by {CLUSTER_NAMES.get(u, u)}"
+                      for d, u in zip(clustered["dataset"].to_list(), clustered["resampling_unit"].to_list()))
+    return (f"Where test examples are not independent they are resampled in clusters, whole clusters at a time "
+            f"(config key cluster; resampling_unit in summary.csv and comparisons.csv): {which}. ")
 
 
 def fmt(x, digits: int = 3) -> str:
@@ -173,7 +192,8 @@ class Dataset:
                   "gold has less than 70% of that class — its score measures a bias of the prompt or the model, "
                   "not its strategy. ⚠ did not learn: some seed's run did not beat the trivial baseline (majority class or "
                   "training mean) on dev, or its training loss stayed flat — not a fair attempt of its strategy. "
-                  "edge: the setting chosen on dev sits on an edge of its grid (a wider grid might do better). "
+                  "edge: the setting chosen on dev sits on an edge of the values tried (a wider grid might do "
+                  "better; \"growth bound hit\": the grid grew past its edge as often as allowed). "
                   "Test rows below the others' mark methods scored on the dataset's fixed test subset; compare "
                   "them with the others in the paired comparisons, which use the shared rows.")
         return [("h3", "Methods"), ("table", header, rows), ("p", legend)]
@@ -644,7 +664,7 @@ def group_notes(runs: pl.DataFrame) -> str:
     if "learned" in runs.columns and (runs["learned"].cast(pl.String).str.to_lowercase() == "false").any():
         notes.append("⚠ did not learn")
     if _any_true(runs, "on_edge"):
-        notes.append("edge")
+        notes.append("edge (growth bound hit)" if _any_true(runs, "grid_bound_hit") else "edge")
     return ", ".join(notes)
 
 
@@ -656,23 +676,38 @@ def dev_choices(runs: pl.DataFrame) -> list:
                                                                         maintain_order=True)
     rows = [[r["dataset"], label(r["method"], r["model"]),
              r["chosen_on_dev"] + (f" (by {r['learning_rate_from']})" if r.get("learning_rate_from") else ""),
-             r.get("grid") or "–", "edge" if str(r.get("on_edge")).lower() == "true" else "", dev_values(r),
+             grid_cell(r), edge_cell(r), str(r.get("selection_seeds") or "–"), dev_values(r),
              fmt_int(r.get("trial_steps")) if r.get("trial_steps") is not None else
              ("the run's" if r.get("grid") is not None else "–"),
              fmt(r.get("selection_time_s"), 1)]
             for r in chosen.iter_rows(named=True)]
-    text = ("Every learning rate and head penalty was chosen on the dev split, per dataset, never on test: for "
-            "trained strategies by one trial per learning rate of the grid on the first seed, as long as the final "
-            "run (\"the run's\" steps; the winning trial is then the first seed's run) or shortened to "
-            "trial_fraction of its optimizer steps (the trial steps column), then every seed trained at the best "
-            "one; for the head by "
-            "fitting each penalty of its grid to convergence; for prompting, each run's answer words and scoring "
-            "rule by prompting a fixed dev sample with the run's own demonstrations. \"edge\" marks a choice on "
-            "the grid's edge. Other settings (budgets, k, templates) are fixed in the config, the same for every "
-            "method of a family.")
+    text = ("Every tuned setting was chosen on the dev split, per dataset, never on test. Trained strategies: a "
+            "trial per learning rate on each selection seed (the mean dev metric decides; within one standard "
+            "error, the rate whose seeds disagree least), as long as the final run (\"the run's\" steps; each "
+            "selection seed's winning trial is then its run) or shortened to trial_fraction of its optimizer "
+            "steps (the trial steps column), then every seed trained at the chosen rate. Heads and baselines: "
+            "each penalty of the grid fitted to convergence. Every grid grows by one point past its edge while "
+            "the choice sits there (\"grown from\" names the declared grid); \"edge\" marks a choice still on "
+            "an edge because the growth bound was hit. Prompting: each run's answer words and scoring rule by "
+            "prompting a fixed dev sample with the run's own demonstrations. Other settings (budgets, k, "
+            "templates) are fixed in the config, the same for every method of a family.")
     return [("h2", "How settings were chosen"), ("p", text),
-            ("table", ["dataset", "method", "chosen on dev", "grid", "", "dev metric by learning rate",
-                       "trial steps", "selection time (s)"], rows)]
+            ("table", ["dataset", "method", "chosen on dev", "values tried", "edge", "seeds averaged",
+                       "dev metric by value", "trial steps", "selection time (s)"], rows)]
+
+
+def grid_cell(row: dict) -> str:
+    """The values tried, and the declared grid when the search grew it."""
+    grid, declared = row.get("grid"), row.get("declared_grid")
+    if not grid:
+        return "–"
+    return f"{grid} (grown from {declared})" if declared and declared != grid else str(grid)
+
+
+def edge_cell(row: dict) -> str:
+    if str(row.get("on_edge")).lower() != "true":
+        return ""
+    return "edge (growth bound hit)" if str(row.get("grid_bound_hit")).lower() == "true" else "edge"
 
 
 def dev_values(row: dict) -> str:

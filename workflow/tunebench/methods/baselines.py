@@ -37,7 +37,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from tunebench.data import lexicons
-from tunebench.modeling.linear_heads import linear_candidates, predict, select_on_dev
+from tunebench.modeling.linear_heads import Knob, linear_knob, predict, select_on_dev, tune_on_dev
 from tunebench import files
 from tunebench.evaluation import metrics
 from tunebench.runner import RunOutput, RunSpec
@@ -53,7 +53,11 @@ def run(spec: RunSpec) -> RunOutput:
     t0 = time.perf_counter()
     featurize, candidates, facts = STRATEGIES[spec.strategy](spec, train, dev)
     X_train, X_dev = featurize(train["text"]), featurize(dev["text"])
-    model, selected, dev_score = select_on_dev(candidates, X_train, y_train, X_dev, y_dev, spec)
+    grid_search = None
+    if isinstance(candidates, Knob):   # a regularisation grid, searched (and grown) on dev
+        model, selected, dev_score, grid_search = tune_on_dev(candidates, X_train, y_train, X_dev, y_dev, spec)
+    else:
+        model, selected, dev_score = select_on_dev(candidates, X_train, y_train, X_dev, y_dev, spec)
     train_time = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -64,7 +68,7 @@ def run(spec: RunSpec) -> RunOutput:
         write_dictionary(spec, model)
     n_params = fitted_params(model)
     info = {"train_time_s": train_time, "eval_time_s": eval_time, "trainable_params": n_params,
-            "total_params": n_params, "train_rows": train.height, "selected": selected,
+            "total_params": n_params, "train_rows": train.height, "selected": selected, "grid_search": grid_search,
             "best_dev_metric": dev_score, "device": "cpu", **facts}
     return RunOutput(predictions=predictions, info=info)
 
@@ -88,7 +92,7 @@ def tfidf(spec, train, dev):
     cfg = spec.method_cfg
     vectorizer = TfidfVectorizer(ngram_range=(1, cfg["ngram_max"]), min_df=cfg["min_df"]).fit(train["text"])
     facts = {"vocabulary_size": len(vectorizer.vocabulary_)}
-    return vectorizer.transform, linear_candidates(spec, scale=False), facts
+    return vectorizer.transform, linear_knob(spec, scale=False), facts
 
 
 def lm_dictionary(spec, train, dev):
@@ -121,7 +125,7 @@ def dictionary_method(spec, train, dev, lexicon):
         rule = tone_rule_labels(spec.labels, targets(spec, train))
         candidates = [({"band": float(b)}, NetToneRule(float(b), *rule, len(spec.labels))) for b in bands]
         return (lambda texts: featurize(texts)[:, tone_columns]), candidates, facts
-    return featurize, linear_candidates(spec, scale=True), facts
+    return featurize, linear_knob(spec, scale=True), facts
 
 
 def learned_dictionary(spec, train, dev):
@@ -137,9 +141,10 @@ def learned_dictionary(spec, train, dev):
     n_classes = len(spec.labels) if spec.task == "classification" else 0
     words = vectorizer.get_feature_names_out()
     train_freq = np.asarray(vectorizer.transform(train["text"]).sum(axis=0)).ravel()
-    candidates = [({"l2": l2}, LearnedDictionary(l2, spec.method_cfg["max_iter"], n_classes, words, train_freq))
-                  for l2 in sorted(spec.method_cfg["l2_grid"], reverse=True)]  # strongest penalty first
-    return featurize, candidates, {"vocabulary_size": len(words)}
+    knob = Knob("l2", spec.method_cfg["l2_grid"],
+                lambda l2: LearnedDictionary(l2, spec.method_cfg["max_iter"], n_classes, words, train_freq),
+                prefer="high")   # ties go to the stronger penalty
+    return featurize, knob, {"vocabulary_size": len(words)}
 
 
 STRATEGIES = {"majority": majority, "tfidf": tfidf, "lm_dictionary": lm_dictionary,

@@ -174,7 +174,8 @@ def select(spec: RunSpec) -> dict:
     """Rule tune_encoder: the learning rate of `learning_rate_grid` best on dev (training.select_learning_rate)."""
     _setup(spec)
     data = TrainingData(spec)
-    return training.select_learning_rate(spec, len(data.train), data.trial)
+    trial = training.per_seed(spec, lambda seed_spec: data if seed_spec.seed == spec.seed else TrainingData(seed_spec))
+    return training.select_learning_rate(spec, len(data.train), trial)
 
 
 def _setup(spec: RunSpec) -> None:
@@ -238,8 +239,8 @@ def run_head(spec: RunSpec) -> RunOutput:
         keep = np.sort(np.random.default_rng(spec.seed).choice(len(y_train), cfg["max_train_samples"], replace=False))
         x_train, y_train = x_train[keep], y_train[keep]
     t0 = time.perf_counter()
-    model, selected, dev_score = linear_heads.select_on_dev(linear_heads.linear_candidates(spec, scale=True),
-                                                            x_train, y_train, x_dev, y_dev, spec)
+    model, selected, dev_score, grid_search = linear_heads.tune_on_dev(linear_heads.linear_knob(spec, scale=True),
+                                                                       x_train, y_train, x_dev, y_dev, spec)
     train_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     predictions = linear_heads.predict(spec, model, x_test, ids["test"])
@@ -249,7 +250,7 @@ def run_head(spec: RunSpec) -> RunOutput:
     info = {"trainable_params": trainable, "total_params": total, "trainable_fraction": trainable / total,
             "train_time_s": train_seconds, "eval_time_s": eval_seconds, "train_rows": len(y_train),
             "feature_cache_s": float(cache["seconds"]), "pooling": str(cache["pooling"]), "device": "cpu",
-            "precision": "fp64", "selected": selected, "best_dev_metric": dev_score,
+            "precision": "fp64", "selected": selected, "grid_search": grid_search, "best_dev_metric": dev_score,
             "dev_metric": "macro_f1" if spec.task == "classification" else "r2",
             "fit": "logistic regression (L-BFGS)" if spec.task == "classification" else "ridge (closed form)",
             "iterations": None if getattr(model[-1], "n_iter_", None) is None else int(np.max(model[-1].n_iter_))}

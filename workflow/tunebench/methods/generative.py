@@ -254,7 +254,8 @@ class Setup:
 def select(spec: RunSpec) -> dict:
     """Rule tune_generative: the learning rate of `learning_rate_grid` best on dev (training.select_learning_rate)."""
     setup = Setup(spec)
-    return training.select_learning_rate(spec, len(setup.train), setup.trial)
+    trial = training.per_seed(spec, lambda seed_spec: setup if seed_spec.seed == spec.seed else Setup(seed_spec))
+    return training.select_learning_rate(spec, len(setup.train), trial)
 
 
 def run(spec: RunSpec) -> RunOutput:

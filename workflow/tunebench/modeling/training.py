@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tunebench import __version__, hardware
+from tunebench import __version__, hardware, selection
 from tunebench.modeling.loading import count_parameters
 from tunebench.runner import RunSpec
 
@@ -233,22 +233,28 @@ def predict_in_order(trainer, dataset) -> np.ndarray:
 
 # --- learning-rate selection on dev ------------------------------------------------------------------------------
 #
-# One trial per rate of the grid, on the run's first seed. A full-length trial (trial_fraction 1, the default)
-# is the final run's own recipe — same seed, data, schedule, early stopping and best-checkpoint restore — so the
-# trial at the chosen rate *is* that seed's run: its trained weights are kept (rule tune_<family>'s `.trained`
-# folder) and the run of that seed evaluates them instead of training the same model again. Shorter trials
-# (trial_fraction < 1) are cheaper but choose differently (bench/trial_agreement.py); nothing is kept from them.
+# The protocol is tunebench.selection's (grid growing past its edge, the mean over selection seeds, a stability
+# tie rule, optional successive halving); this part only turns a (rate, seed, fraction) into a trial. A
+# full-length trial (fraction 1, the default) is the final run's own recipe — same seed, data, schedule, early
+# stopping and best-checkpoint restore — so the trial at the chosen rate *is* that seed's run: its trained weights
+# are kept (rule tune_<family>'s `.trained/seed<N>` folders) and the run of that seed evaluates them instead of
+# training the same model again. Shorter trials are cheaper but choose differently (bench/trial_agreement.py);
+# nothing is kept from them.
 
-def trial_spec(spec: RunSpec, learning_rate: float, train_rows: int) -> RunSpec:
-    """A trial at one learning rate. trial_fraction 1: the final run's recipe. Below 1: that fraction of the
+def trial_spec(spec: RunSpec, learning_rate: float, train_rows: int, seed: int | None = None,
+               fraction: float | None = None) -> RunSpec:
+    """A trial at one learning rate and seed. Fraction 1: the final run's recipe. Below 1: that fraction of the
     final run's optimizer steps (the schedule squeezed to fit), no checkpoints or early stopping, scored on dev
     at its end."""
     cfg = spec.method_cfg
+    seed = spec.seed if seed is None else seed
+    fraction = cfg["trial_fraction"] if fraction is None else fraction
     trial_cfg = {**cfg, "learning_rate": learning_rate, "learning_rate_grid": None}
-    if cfg["trial_fraction"] < 1:
+    if fraction < 1:
         steps = math.ceil(train_rows / cfg["batch_size"]) * epochs_for(spec, train_rows)
-        trial_cfg.update(early_stopping_patience=None, max_steps=max(1, math.ceil(cfg["trial_fraction"] * steps)))
-    return dataclasses.replace(spec, method_cfg=trial_cfg, run_dir=spec.run_dir / f"trial-lr{learning_rate:g}")
+        trial_cfg.update(early_stopping_patience=None, max_steps=max(1, math.ceil(fraction * steps)))
+    name = f"trial-lr{learning_rate:g}-seed{seed}" + (f"-f{fraction:g}" if fraction < 1 else "")
+    return dataclasses.replace(spec, seed=seed, method_cfg=trial_cfg, run_dir=spec.run_dir / name)
 
 
 def trial_overrides(spec: RunSpec) -> dict:
@@ -286,41 +292,81 @@ def reuse_trained(model: nn.Module, trainer, folder: Path) -> tuple[float, str]:
     return json.loads((folder / "trial.json").read_text())["train_time_s"], "selection trial"
 
 
+def selection_seeds(spec: RunSpec) -> list[int]:
+    """The seeds every rate is tried on: the first `select_seeds` of the method's seeds (the rule passes them;
+    a run that selects for itself has only its own)."""
+    seeds = spec.extra.get("seeds") or [spec.seed]
+    return sorted(seeds)[:spec.method_cfg.get("select_seeds", 1)]
+
+
+def per_seed(spec: RunSpec, make):
+    """A trial function over `make(spec_of_that_seed)` objects built once per seed (each seed caps and orders
+    its training rows by itself, as its run will), calling their `.trial(trial_spec)`."""
+    made = {}
+
+    def trial(trial_run: RunSpec) -> float:
+        if trial_run.seed not in made:
+            made[trial_run.seed] = make(dataclasses.replace(spec, seed=trial_run.seed))
+        return made[trial_run.seed].trial(trial_run)
+
+    return trial
+
+
 def select_learning_rate(spec: RunSpec, train_rows: int, trial) -> dict:
-    """Try every value of `learning_rate_grid` (`trial(trial_spec) -> dev metric`) and keep the best on dev.
-    Returns the selection trace every run of the method records: grid, dev metric per value, the chosen value,
-    whether it lies on an edge of the grid (then a wider grid may do better), and the cost. A full-length trial
-    at the chosen value leaves its trained model in spec.run_dir / "trained" (see keep_trained)."""
+    """Search `learning_rate_grid` on dev (`trial(trial_spec) -> dev metric`) by tunebench.selection's protocol.
+    Returns the selection trace every run of the method records: the rates tried (declared and grown), the dev
+    metric per rate and seed, the chosen rate, whether it is still on an edge (only when the growth bound was
+    hit), the halving rounds, and the cost. The full-length trials at the chosen rate leave their trained models
+    in spec.run_dir / "trained" / "seed<N>" (see keep_trained)."""
     cfg = spec.method_cfg
-    grid = sorted(cfg["learning_rate_grid"])
     metric, greater = dev_metric(spec.task)
+    seeds = selection_seeds(spec)
     kept = spec.run_dir / TRAINED
-    scores, best, t0 = {}, None, time.perf_counter()
-    for lr in grid:
-        trial_run = trial_spec(spec, lr, train_rows)
-        scores[lr] = float(trial(trial_run))
-        print(f"learning rate {lr:g}: dev {metric} {scores[lr]:.4f}", flush=True)
-        if math.isfinite(scores[lr]) and (best is None or (scores[lr] > scores[best] if greater
-                                                              else scores[lr] < scores[best])):
-            best = lr
-            shutil.rmtree(kept, ignore_errors=True)
-            if (trial_run.run_dir / TRAINED).exists():
-                shutil.move(trial_run.run_dir / TRAINED, kept)
+    t0 = time.perf_counter()
+
+    def score(lr: float, seed: int, fraction: float) -> float:
+        trial_run = trial_spec(spec, lr, train_rows, seed, fraction)
+        value = float(trial(trial_run))
+        if (trial_run.run_dir / TRAINED).exists():   # a full-length trial: keep it until the choice is made
+            target = kept / f"lr{lr:g}" / f"seed{seed}"
+            shutil.rmtree(target, ignore_errors=True)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(trial_run.run_dir / TRAINED, target)
         shutil.rmtree(trial_run.run_dir, ignore_errors=True)
-    chosen = best if best is not None else grid[0]
-    short = cfg["trial_fraction"] < 1
-    return {"grid": grid, "dev_metric": metric, "dev_by_learning_rate": {f"{lr:g}": v for lr, v in scores.items()},
-            "chosen": chosen, "on_edge": len(grid) > 1 and chosen in (grid[0], grid[-1]),
+        return value
+
+    search = selection.Search(grid=list(cfg["learning_rate_grid"]), greater=greater, seeds=seeds,
+                              max_extensions=cfg.get("grid_extensions", 0), tie="stable",
+                              halving=cfg.get("successive_halving", False), halving_eta=cfg.get("halving_eta", 2),
+                              halving_min_fraction=cfg.get("halving_min_fraction", 0.25),
+                              final_fraction=cfg["trial_fraction"])
+    trace = selection.search_grid(search, score, log=lambda line: print(f"learning rate {line}", flush=True))
+    chosen = trace["chosen"]
+    reusable = _keep_only(kept, chosen)
+    return {**trace, "dev_metric": metric, "dev_by_learning_rate": trace["dev_by_value"],
             "trial_fraction": cfg["trial_fraction"],
-            "trial_steps": trial_spec(spec, grid[0], train_rows).method_cfg["max_steps"] if short else None,
-            "trial_seed": spec.seed, "reusable_by_seed": spec.seed if kept.exists() else None,
-            "selection_time_s": time.perf_counter() - t0}
+            "trial_steps": trial_spec(spec, chosen, train_rows, fraction=trace["final_fraction"]).method_cfg.get(
+                "max_steps"),
+            "trial_seeds": seeds, "reusable_by_seeds": reusable, "selection_time_s": time.perf_counter() - t0}
+
+
+def _keep_only(kept: Path, chosen: float) -> list[int]:
+    """Keep the chosen rate's trained trials as kept/seed<N>, drop the others; the seeds that can reuse theirs."""
+    winner = kept / f"lr{chosen:g}"
+    seeds = []
+    if winner.exists():
+        for folder in sorted(winner.iterdir()):
+            shutil.move(folder, kept / folder.name)
+            seeds.append(int(folder.name.removeprefix("seed")))
+    for folder in kept.glob("lr*") if kept.exists() else []:
+        shutil.rmtree(folder, ignore_errors=True)
+    return seeds
 
 
 def with_selected_learning_rate(spec: RunSpec, train_rows: int, trial) -> tuple[RunSpec, dict | None]:
     """The spec to train: at the learning rate chosen on dev (read from the run's selection file, made once per
     method by rule tune_<family>, or by the method `learning_rate_from` names; or selected here if there is
-    none), else at `learning_rate`. The run of the seed whose full-length trial won gets that trial's trained
+    none), else at `learning_rate`. The run of a seed whose full-length trial won gets that trial's trained
     model (spec.trained_dir) instead of training."""
     cfg = spec.method_cfg
     lender = cfg.get("learning_rate_from")
@@ -330,17 +376,18 @@ def with_selected_learning_rate(spec: RunSpec, train_rows: int, trial) -> tuple[
         raise ValueError(f"method '{spec.method}' trains at the learning rate '{lender}' chose on dev: its "
                          f"selection file is needed (rule tune_<family> of '{lender}')")
     if spec.selection_path:
-        selection = json.loads(Path(spec.selection_path).read_text())
+        selection_trace = json.loads(Path(spec.selection_path).read_text())
         if lender:   # chosen by another method's trials: nothing of them is this run
-            selection = {**selection, "from_method": lender, "reusable_by_seed": None}
+            selection_trace = {**selection_trace, "from_method": lender, "reusable_by_seeds": []}
         trained = Path(spec.trained_dir) if spec.trained_dir else None
     else:
-        selection = select_learning_rate(spec, train_rows, trial)
+        selection_trace = select_learning_rate(spec, train_rows, trial)
         trained = spec.run_dir / TRAINED
-    reuse = (selection.get("reusable_by_seed") == spec.seed and trained is not None
-             and (trained / "weights.safetensors").exists())
-    return dataclasses.replace(spec, method_cfg={**cfg, "learning_rate": selection["chosen"]},
-                               trained_dir=str(trained) if reuse else None), selection
+    mine = trained / f"seed{spec.seed}" if trained is not None else None
+    reuse = (spec.seed in (selection_trace.get("reusable_by_seeds") or []) and mine is not None
+             and (mine / "weights.safetensors").exists())
+    return dataclasses.replace(spec, method_cfg={**cfg, "learning_rate": selection_trace["chosen"]},
+                               trained_dir=str(mine) if reuse else None), selection_trace
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -1,0 +1,99 @@
+"""The selection protocol (tunebench.selection): grids that grow past their edge, the mean over seeds with a
+stability tie rule, successive halving — on score functions whose optimum we set, and through a linear head."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from tunebench import selection
+from tunebench.modeling import linear_heads
+
+
+def peaked(at: float, width: float = 1.0):
+    """A dev metric that peaks at `at` on a log scale (the same for every seed and fraction)."""
+    return lambda value, seed, fraction: -abs(math.log10(value) - math.log10(at)) / width
+
+
+def test_the_grid_grows_past_its_edge_until_the_choice_is_inside():
+    search = selection.Search(grid=[1e-4, 1e-3, 1e-2], max_extensions=3)
+    trace = selection.search_grid(search, peaked(1e-1), log=lambda _: None)
+    assert trace["grid"] == pytest.approx([1e-4, 1e-3, 1e-2, 1e-1, 1.0])
+    assert trace["chosen"] == pytest.approx(1e-1) and trace["extensions"] == 2
+    assert not trace["on_edge"] and not trace["extension_bound_hit"]
+    assert trace["declared_grid"] == [1e-4, 1e-3, 1e-2]
+    # It grows downwards too, by the grid's own step (here ×3).
+    down = selection.search_grid(selection.Search(grid=[3e-3, 1e-2, 3e-2]), peaked(1e-3), log=lambda _: None)
+    assert down["chosen"] == pytest.approx(1e-3, rel=0.01) and down["grid"][0] < 1e-3
+
+
+def test_the_growth_bound_is_reported_when_hit():
+    monotone = lambda value, seed, fraction: value    # noqa: E731 — ever larger is ever better
+    trace = selection.search_grid(selection.Search(grid=[1.0, 10.0], max_extensions=3), monotone, log=lambda _: None)
+    assert trace["extensions"] == 3 and trace["extension_bound_hit"] and trace["on_edge"]
+    assert trace["chosen"] == pytest.approx(1e4)
+    fixed = selection.search_grid(selection.Search(grid=[5.0], max_extensions=3), monotone, log=lambda _: None)
+    assert fixed["grid"] == [5.0] and fixed["extensions"] == 0   # one value is a setting, not a search
+
+
+def test_the_choice_rests_on_the_mean_over_seeds_and_prefers_the_stable_value():
+    """Rate a: seeds 0.43 and 0.67 (mean 0.55, one lucky seed); rate b: 0.53 and 0.55 (mean 0.54). b is within
+    one standard error of a's mean and its seeds agree: b is chosen. With one seed, a's lucky 0.67 would win."""
+    table = {(1e-3, 0): 0.43, (1e-3, 1): 0.67, (3e-3, 0): 0.53, (3e-3, 1): 0.55, (1e-2, 0): 0.2, (1e-2, 1): 0.2,
+             (3e-4, 0): 0.1, (3e-4, 1): 0.1}
+    score = lambda value, seed, fraction: table[(float(f"{value:.6g}"), seed)]   # noqa: E731
+    grid = [3e-4, 1e-3, 3e-3, 1e-2]
+    two = selection.search_grid(selection.Search(grid=grid, seeds=[0, 1]), score, log=lambda _: None)
+    assert two["chosen"] == 3e-3 and two["dev_by_value_and_seed"]["0.001"] == {"0": 0.43, "1": 0.67}
+    assert two["dev_by_value"]["0.001"] == pytest.approx(0.55) and two["seeds"] == [0, 1]
+    one = selection.search_grid(selection.Search(grid=grid, seeds=[1]), score, log=lambda _: None)
+    assert one["chosen"] == 1e-3
+    plain = selection.search_grid(selection.Search(grid=grid, seeds=[0, 1], tie="first"), score, log=lambda _: None)
+    assert plain["chosen"] == 1e-3   # without the tie rule the best mean wins however its seeds disagree
+
+
+def test_successive_halving_trains_the_better_half_longer():
+    calls = []
+
+    def score(value, seed, fraction):
+        calls.append((value, seed, fraction))
+        return peaked(1e-3)(value, seed, fraction)
+
+    search = selection.Search(grid=[1e-5, 1e-4, 1e-3, 1e-2], seeds=[0, 1], halving=True, max_extensions=0)
+    trace = selection.search_grid(search, score, log=lambda _: None)
+    by_fraction = {f: sorted({v for v, _, g in calls if g == f}) for f in (0.25, 0.5, 1.0)}
+    assert by_fraction == {0.25: [1e-5, 1e-4, 1e-3, 1e-2], 0.5: [1e-4, 1e-3], 1.0: [1e-3]}
+    assert len(calls) == 2 * (4 + 2 + 1)
+    assert trace["chosen"] == 1e-3 and [r["fraction"] for r in trace["halving_rounds"]] == [0.25, 0.5]
+    assert trace["halving_rounds"][0]["kept"] == [1e-4, 1e-3]
+    assert selection.rungs(selection.Search(grid=[1.0], halving=True, halving_eta=3, halving_min_fraction=0.1)) \
+        == pytest.approx([1 / 9, 1 / 3, 1.0])
+
+
+def test_a_diverged_value_never_wins():
+    score = lambda value, seed, fraction: math.nan if value > 1e-2 else value   # noqa: E731
+    trace = selection.search_grid(selection.Search(grid=[1e-3, 1e-2, 1e-1], max_extensions=0), score,
+                                  log=lambda _: None)
+    assert trace["chosen"] == 1e-2
+
+
+def test_a_linear_heads_penalty_grid_grows_until_the_choice_is_inside():
+    """Logistic regression on one informative feature: the declared grid [1e-4, 1e-3] regularises it nearly
+    into answering the majority class (1e-3 only begins to beat 1e-4); the grid grows until the choice is
+    inside, where C lets the feature speak. A grid whose values all tie (a plateau) does not grow."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    x = (y * 2.0 - 1.0 + rng.normal(0, 0.8, 400))[:, None]
+    spec = type("Spec", (), {"task": "classification", "labels": ["a", "b"],
+                             "method_cfg": {"C_grid": [1e-4, 1e-3], "grid_extensions": 3}})()
+    model, selected, dev_score, trace = linear_heads.tune_on_dev(linear_heads.linear_knob(spec, scale=False),
+                                                                 x[:300], y[:300], x[300:], y[300:], spec)
+    assert trace["key"] == "C" and trace["declared_grid"] == [1e-4, 1e-3] and trace["extensions"] >= 2
+    assert selected["C"] >= 1e-1 and dev_score > 0.9 and not trace["on_edge"]
+    assert trace["dev_by_value"]["0.001"] < dev_score
+    spec.method_cfg["C_grid"] = [1e-6, 1e-5]   # both answer the majority class: a plateau, not a trend
+    *_, flat = linear_heads.tune_on_dev(linear_heads.linear_knob(spec, scale=False), x[:300], y[:300], x[300:],
+                                        y[300:], spec)
+    assert flat["extensions"] == 0 and flat["chosen"] == 1e-6   # the tie goes to the stronger penalty
+    assert flat["plateau"] and not flat["on_edge"]
