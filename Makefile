@@ -6,6 +6,8 @@ INSTALLED := $(VENV)/.installed
 CORES ?= all
 # The study's config (run, timed-run, estimate); another one replaces it, as `snakemake --configfile` does.
 CONFIG ?= config/config.yaml
+# The live progress line with an ETA (snakemake_logger_plugin_tunebench); PROGRESS= for Snakemake's own output.
+PROGRESS ?= --logger tunebench
 # EMULATE_AVX2=1: run as an AVX2-only CPU would (torch, MKL and oneDNN held to AVX2; precision auto -> fp32);
 # keep in step with tunebench.hardware.AVX2_ENVIRONMENT (bench (h) uses that one).
 AVX2_ENV := ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
@@ -42,7 +44,7 @@ $(INSTALLED): pyproject.toml envs/constraints.txt envs/model-packages.txt
 # The hardware found and a time estimate first (tunebench.estimate; a failure there never stops the study).
 run: $(INSTALLED) ## run the study of CONFIG (estimate first) -> results/report.html
 	-$(ENV) $(BIN)/python -m tunebench.estimate --configfile $(CONFIG) --reference docs/results $(if $(filter all,$(CORES)),,--cores $(CORES))
-	$(ENV) $(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
+	$(ENV) $(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) $(PROGRESS)
 
 estimate: $(INSTALLED) ## print the hardware found and the time CONFIG's study would take here
 	$(ENV) $(BIN)/python -m tunebench.estimate --configfile $(CONFIG) --reference docs/results $(if $(filter all,$(CORES)),,--cores $(CORES))
@@ -70,7 +72,7 @@ timed-run: $(INSTALLED) ## run CONFIG's study under /usr/bin/time -v -> STUDY_LO
 	  echo "# config $(CONFIG) sha256 $$(sha256sum $(CONFIG) | cut -d' ' -f1)"; \
 	  $(ENV) $(BIN)/python -m tunebench.estimate --configfile $(CONFIG) --reference docs/results 2>&1 | sed 's/^/# /'; \
 	} > $(STUDY_LOG).tmp
-	/usr/bin/time -v -a -o $(STUDY_LOG).tmp $(ENV) $(BIN)/snakemake --cores $(CORES) --keep-going --configfile $(CONFIG)
+	/usr/bin/time -v -a -o $(STUDY_LOG).tmp $(ENV) $(BIN)/snakemake --cores $(CORES) --keep-going --configfile $(CONFIG) $(PROGRESS)
 	mv $(STUDY_LOG).tmp $(STUDY_LOG)
 
 # (g) comes from the kept `make timed-run` log of the default study (a log of another config gives no figure);

@@ -12,7 +12,7 @@ from tunebench import families
 from conftest import REPO
 
 # Packages that run the workflow itself (the Snakemake process), not its jobs; pytest is a test extra.
-WORKFLOW_ONLY = {"snakemake", "snakemake-executor-plugin-slurm"}
+WORKFLOW_ONLY = {"snakemake", "snakemake-executor-plugin-slurm", "snakemake-logger-plugin-rich"}
 CONDA_NAMES = {"pytorch": "torch"}   # conda's name → PyPI's name
 
 

@@ -16,6 +16,7 @@ On a CPU without AVX-512 the 4-bit path is slow; the estimate then warns and say
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import re
@@ -38,10 +39,11 @@ SLOW_QLORA_RATIO = 2.0   # a QLoRA step slower than this many LoRA steps is wort
 # ---- calibration: how fast does this machine train? -----------------------------------------------------------
 
 def machine_key(threads: int) -> str:
-    import torch
-
+    """The calibration cache's key (torch's version read from its metadata: the progress logger looks the
+    calibration up without importing torch)."""
     flags = "-".join(flag for flag, present in hardware.isa().items() if present) or "noflags"
-    return f"{provenance.cpu_model()}|{flags}|torch{torch.__version__}|{threads}threads".replace(" ", "_")
+    torch_version = importlib.metadata.version("torch")
+    return f"{provenance.cpu_model()}|{flags}|torch{torch_version}|{threads}threads".replace(" ", "_")
 
 
 def step_seconds(strategy: str, threads: int) -> float:
@@ -83,6 +85,12 @@ def step_seconds(strategy: str, threads: int) -> float:
         if step >= WARMUP_STEPS:
             times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def cached_calibration(threads: int, cache: Path = CACHE) -> dict | None:
+    """This machine's calibration if `calibrate` has cached it, else None (never measures)."""
+    path = cache / "calibration.json"
+    return json.loads(path.read_text()).get(machine_key(threads)) if path.exists() else None
 
 
 def calibrate(threads: int, cache: Path | None = CACHE) -> dict:
@@ -141,8 +149,28 @@ def reference_costs(runs_csv: Path) -> tuple[dict, dict, dict, dict]:
     return by_run, by_strategy, selection, train
 
 
+@dataclass(frozen=True)
+class PlannedJob:
+    """A job the study still has to run: a run (seed set) or a learning-rate selection (seed None), and its
+    seconds on the reference machine."""
+    dataset: str
+    model: str
+    method: str
+    seed: int | None
+    strategy: str
+    seconds: float
+
+
 def job_seconds(cfg: dict, reference: tuple[dict, dict, dict, dict], results: Path) -> tuple[list, int, list[str]]:
-    """[(strategy, reference seconds)] for every job the study still has to run. A learning-rate selection costs
+    """[(strategy, reference seconds)] for every job the study still has to run (see planned_jobs), the runs
+    already finished and the runs with no reference cost."""
+    jobs, finished, unmatched = planned_jobs(cfg, reference, results)
+    return [(job.strategy, job.seconds) for job in jobs], finished, unmatched
+
+
+def planned_jobs(cfg: dict, reference: tuple[dict, dict, dict, dict],
+                 results: Path) -> tuple[list[PlannedJob], int, list[str]]:
+    """Every job the study still has to run, with its reference seconds. A learning-rate selection costs
     the reference's, scaled by this config's trial length over the reference's (or, with no reference, a trial
     per rate at trial_fraction of a run); with full-length trials the first seed's run reuses the winning trial
     and costs only its evaluation (the run's time less its training)."""
@@ -165,14 +193,14 @@ def job_seconds(cfg: dict, reference: tuple[dict, dict, dict, dict], results: Pa
             continue
         grid, fraction = method.get("learning_rate_grid"), method.get("trial_fraction", 1)
         reused = bool(grid) and fraction >= 1 and run.seed == first_seed[group]
-        jobs.append((strategy, seconds - train.get(group, 0.0) if reused else seconds))
+        jobs.append(PlannedJob(*group, run.seed, strategy, seconds - train.get(group, 0.0) if reused else seconds))
         if grid and group not in tuned:
             tuned.add(group)
             if not (results / "selection" / run.dataset / run.model / f"{run.method}.json").exists():
                 measured, measured_fraction = selection.get(group, (None, None))
                 trials = (measured * fraction / (measured_fraction or fraction) if measured is not None
                           else len(grid) * fraction * seconds)
-                jobs.append((strategy, trials))
+                jobs.append(PlannedJob(*group, None, strategy, trials))
     return jobs, finished, unmatched
 
 
@@ -181,19 +209,30 @@ def estimate(cfg: dict, reference_dir: Path, here: dict, cores: int, results: Pa
     jobs, finished, unmatched = job_seconds(cfg, reference_costs(reference_dir / "runs.csv"), results)
     dense = here["dense_step_s"] / meta["dense_step_s"]
     qlora = here["qlora_step_s"] / meta["qlora_step_s"]
-    work = sum(s * (qlora if strategy in QUANTIZED else dense) + meta["job_overhead_s"] for strategy, s in jobs)
-    parallel = max(1, min(cores, 2))   # profiles/default: each torch job takes half the cores
-    return Estimate(wall_s=work / parallel, jobs=len(jobs), finished=finished, unmatched=unmatched,
+    work = sum(seconds_here(strategy, s, meta, here) for strategy, s in jobs)
+    return Estimate(wall_s=work / parallel_jobs(cores), jobs=len(jobs), finished=finished, unmatched=unmatched,
                     qlora_jobs=sum(strategy in QUANTIZED for strategy, _ in jobs), dense_factor=dense,
                     qlora_factor=qlora)
+
+
+def seconds_here(strategy: str, reference_s: float, meta: dict, here: dict) -> float:
+    """A job's seconds on this machine: its reference seconds scaled by how fast this machine trains (the 4-bit
+    path by its own factor) plus the per-job start-up cost. `meta`: the reference's calibration.json, `here`:
+    this machine's calibration."""
+    step = "qlora_step_s" if strategy in QUANTIZED else "dense_step_s"
+    return reference_s * here[step] / meta[step] + meta["job_overhead_s"]
 
 
 def fit_overhead(reference_dir: Path, cfg: dict, study_wall_s: float, cores: int) -> float:
     """Seconds per job beyond its recorded wall time (process start, imports, Snakemake), chosen so that the
     reference study's estimate on the reference machine equals its measured wall time."""
     jobs, _, _ = job_seconds(cfg, reference_costs(reference_dir / "runs.csv"), Path("/nonexistent"))
-    parallel = max(1, min(cores, 2))
-    return max(0.0, (study_wall_s * parallel - sum(s for _, s in jobs)) / max(1, len(jobs)))
+    return max(0.0, (study_wall_s * parallel_jobs(cores) - sum(s for _, s in jobs)) / max(1, len(jobs)))
+
+
+def parallel_jobs(cores: int) -> int:
+    """Jobs that run side by side: profiles/default gives each torch job half the cores."""
+    return max(1, min(cores, 2))
 
 
 def minutes(seconds: float) -> str:

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import torch
 
-from tunebench import files
+from tunebench import files, progress
 from tunebench.modeling.loading import load_encoder, load_tokenizer, pool
 from tunebench.modeling.tokenize import load_tokenized
 
@@ -26,7 +26,7 @@ def encode_dataset(encoder, tokenizer, ds, pooling: str, batch_size: int = 128) 
     order = np.argsort(np.asarray(ds["length"]), kind="stable")
     out = np.zeros((len(ds), encoder.config.hidden_size), dtype=np.float32)
     device = next(encoder.parameters()).device
-    for start in range(0, len(ds), batch_size):
+    for start in progress.report(range(0, len(ds), batch_size), "encoding batch"):   # a line each 30 s
         idx = order[start:start + batch_size]
         batch = collate([{c: values[i] for c, values in columns.items()} for i in idx])
         batch = {k: v.to(device) for k, v in batch.items()}
