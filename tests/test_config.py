@@ -95,7 +95,7 @@ def test_unknown_key_names_the_closest_allowed_key():
     with pytest.raises(ConfigError) as err:
         tbconfig.validate(config, source="s.yaml")
     assert str(err.value).startswith("s.yaml: config key 'methods.full.warmup': unknown key "
-                                     "(did you mean 'warmup_ratio'?); allowed keys: C_grid, alpha, alpha_grid")
+                                     "(did you mean 'warmup_ratio'?); allowed keys: C_grid, alpha_grid, base_cache")
 
 
 def test_hub_ids_and_packages_are_not_checked_as_folders():

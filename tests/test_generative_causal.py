@@ -146,7 +146,8 @@ def test_the_answer_only_loss_equals_the_models_own_loss_and_gradients(strategy,
     """AnswerLossTrainer runs the output layer on the answer positions only: same loss (averaged, and summed
     over the Trainer's num_items_in_batch), same adapter gradients as the model's full-vocabulary forward."""
     # adapter dropout off: its masks would differ between the two passes
-    spec = chat_spec(make_spec, tiny_gguf, tiny_chat_dir, {"strategy": strategy, "precision": "fp32", "dropout": 0.0})
+    spec = chat_spec(make_spec, tiny_gguf, tiny_chat_dir,
+                     {"strategy": strategy, "precision": "fp32", "lora_dropout": 0.0})
     tokenizer = loading.load_tokenizer(spec.model_cfg, spec.model_dir)
     template = prompts.Template.parse(None, "classification", LABELS)
     examples = generative.Examples(spec, tokenizer, prompts.prompt_format(template, tokenizer, spec.model_cfg),

@@ -49,6 +49,22 @@ def build_tiny_bert(path, corpus=DEFAULT_CORPUS, seed: int = 0, layers: int = 2,
     return path
 
 
+
+def build_tiny_distilbert(path, corpus=DEFAULT_CORPUS, seed: int = 0, layers: int = 2, hidden: int = 64) -> Path:
+    """A 2-layer DistilBERT (attention q_lin/k_lin/v_lin/out_lin, no token types) saved like build_tiny_bert."""
+    import torch
+    from transformers import DistilBertConfig, DistilBertModel
+
+    path = Path(path)
+    tokenizer = train_wordpiece_tokenizer(corpus)
+    tokenizer.model_input_names = ["input_ids", "attention_mask"]   # as DistilBERT's own tokenizer: no token types
+    torch.manual_seed(seed)
+    config = DistilBertConfig(vocab_size=len(tokenizer), dim=hidden, n_layers=layers, n_heads=2, hidden_dim=2 * hidden,
+                              max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id)
+    DistilBertModel(config).save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path
+
 # --- Generative models (seq2seq and causal) for the prompting and seq2seq fine-tuning tests ---------------------
 
 def train_generative_tokenizer(corpus, bos: bool, vocab_size: int = 400):

@@ -17,7 +17,7 @@ import yaml
 
 from tunebench import families
 from tunebench.evaluation import answers
-from tunebench.modeling import sources
+from tunebench.modeling import adapters, sources
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 
@@ -95,6 +95,11 @@ def validate(config: dict, source: str = "config") -> dict:
     config = copy.deepcopy(config)
     schema = _schema()
     if isinstance(config.get("methods"), dict):
+        try:
+            config["methods"] = {name: adapters.rename_deprecated(m, f"{source}: config key 'methods.{name}")
+                                 for name, m in config["methods"].items()}
+        except adapters.AdapterConfigError as e:
+            raise ConfigError(str(e)) from None
         config["methods"] = {name: strategy_defaults(schema, m) for name, m in config["methods"].items()}
     validator = _validator_with_defaults()(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), e.message))

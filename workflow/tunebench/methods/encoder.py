@@ -21,13 +21,14 @@ import torch
 from torch import nn
 
 from tunebench.evaluation import metrics
-from tunebench.modeling import linear_heads, training
+from tunebench.modeling import adapters, linear_heads, training
 from tunebench.modeling.features import load_features
 from tunebench.modeling.loading import EncoderClassifier, load_encoder, load_tokenizer
 from tunebench.modeling.tokenize import load_tokenized
 from tunebench.runner import RunOutput, RunSpec
 
 ADAPTER_STRATEGIES = ("lora", "qlora")
+adapters.quiet_bitsandbytes()   # before peft imports bitsandbytes
 
 
 # --- which parameters train ---------------------------------------------------------------------------------
@@ -64,11 +65,10 @@ def apply_strategy(model: EncoderClassifier, strategy: str, cfg: dict) -> nn.Mod
         model.classifier.requires_grad_(True)
         return model
     if strategy in ADAPTER_STRATEGIES:
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
-        lora = LoraConfig(r=cfg["r"], lora_alpha=cfg["alpha"], lora_dropout=cfg["dropout"],
-                          target_modules=list(cfg["target_modules"]),
-                          modules_to_save=["classifier", *between_encoder_and_head(model)])
+        lora = adapters.lora_config(cfg, model.encoder.config.model_type,
+                                    modules_to_save=["classifier", *between_encoder_and_head(model)])
         return get_peft_model(model, lora)
     raise ValueError(f"unknown encoder strategy '{strategy}'")
 

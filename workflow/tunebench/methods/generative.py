@@ -17,10 +17,11 @@ import polars as pl
 import torch
 
 from tunebench.evaluation import answers, metrics
-from tunebench.modeling import lm, loading, prompts, scoring, training
+from tunebench.modeling import adapters, lm, loading, prompts, scoring, training
 from tunebench.runner import RunOutput, RunSpec
 
 QUANTIZED = ("generative_qlora",)
+adapters.quiet_bitsandbytes()   # before peft imports bitsandbytes
 
 
 def base_model(spec: RunSpec, for_training: bool = True):
@@ -41,14 +42,13 @@ def base_model(spec: RunSpec, for_training: bool = True):
 
 def build_model(spec: RunSpec):
     """The frozen base model with fresh LoRA adapters."""
-    from peft import LoraConfig, TaskType, get_peft_model
+    from peft import TaskType, get_peft_model
 
     cfg = spec.method_cfg
     model = base_model(spec)
     torch.manual_seed(spec.seed)   # the adapters' initialisation
     task = TaskType.SEQ_2_SEQ_LM if spec.model_cfg["kind"] == "seq2seq" else TaskType.CAUSAL_LM
-    lora = LoraConfig(task_type=task, r=cfg["r"], lora_alpha=cfg["alpha"], lora_dropout=cfg["dropout"],
-                      target_modules=cfg["target_modules"])
+    lora = adapters.lora_config(cfg, model.config.model_type, task_type=task)
     return get_peft_model(model, lora)
 
 
