@@ -150,6 +150,7 @@ def _check_semantics(config: dict, source: str) -> None:
                               f"{', '.join(methods)})")
     for name, ds in datasets.items():
         where = f"{source}: config key 'datasets.{name}"
+        _check_source(ds, where)
         if ds["task"] == "classification" and "labels" not in ds:
             raise ConfigError(f"{where}.labels': a classification dataset needs its ordered label names")
         if ds["loader"] == "table":
@@ -235,6 +236,29 @@ def _check_semantics(config: dict, source: str) -> None:
                 if task not in families.family_of(strategy).tasks:
                     raise ConfigError(f"{where}': method '{meth}' ({strategy}) is not for {task}, "
                                       f"but dataset '{ds}' is {task}")
+
+
+HF_KEYS = ("name", "config", "revision", "data_files")
+
+
+def _check_source(ds: dict, where: str) -> None:
+    """Where a dataset's rows come from: `path` for the file loaders; for hf `name` (datasets' own word), which
+    an hf dataset may still spell `path` (it becomes `name`)."""
+    if ds["loader"] != "hf":
+        if "path" not in ds:
+            raise ConfigError(f"{where}.path': loader '{ds['loader']}' needs the file or folder of the raw data")
+        for key in HF_KEYS:
+            if ds.get(key) is not None:
+                raise ConfigError(f"{where}.{key}': a key of loader hf (this dataset's loader is '{ds['loader']}')")
+        return
+    if "path" in ds:
+        if ds.get("name", ds["path"]) != ds["path"]:
+            raise ConfigError(f"{where}.path': for loader hf `path` is another spelling of `name`, and the two "
+                              f"differ ('{ds['path']}', '{ds['name']}'); keep `name`")
+        ds["name"] = ds.pop("path")
+    if "name" not in ds:
+        raise ConfigError(f"{where}.name': loader hf needs the dataset's name (a hub id, a local folder, or a "
+                          f"builder such as parquet with data_files)")
 
 
 def _check_verbalizers(method: dict, where: str) -> None:

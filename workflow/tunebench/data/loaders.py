@@ -33,6 +33,8 @@ FPB_FILES = {
 def raw_files(ds: dict) -> list[Path]:
     """The raw files a dataset reads (they are the `prepare` rule's inputs and what sha256 covers).
     The first is the one whose rows become the table."""
+    if ds["loader"] == "hf":
+        return []   # the datasets library finds the files itself (a hub dataset has none here)
     path = Path(ds["path"])
     if ds["loader"] == "fpb":
         # All four levels, for each row's `agreement` stratum; the configured level's file holds the rows.
@@ -40,8 +42,6 @@ def raw_files(ds: dict) -> list[Path]:
                                                      if level != ds["agreement"]]
     if ds["loader"] == "tfns":
         return [path / "sent_train.csv", path / "sent_valid.csv"]
-    if ds["loader"] == "hf":
-        return []
     return [path]
 
 
@@ -206,25 +206,39 @@ def load_table(ds: dict) -> list[dict]:
 HF_TEXT_BUILDERS = {"csv", "json", "text"}
 
 
+def hf_arguments(ds: dict) -> dict:
+    """The datasets.load_dataset arguments of an hf dataset, under the library's own names: `name` is its `path`
+    (a hub id, a local folder, or a builder such as parquet with `data_files`), `config` its `name`."""
+    arguments = {"path": ds["name"], "name": ds.get("config"), "revision": ds.get("revision"),
+                 "data_files": ds.get("data_files")}
+    return {key: value for key, value in arguments.items() if value is not None}
+
+
 def load_hf(ds: dict) -> list[dict]:
-    """A Hugging Face dataset, from the hub (needs a network) or a local folder of data files: the configured
-    splits, mapped like a table."""
+    """A Hugging Face dataset, from the hub (needs a network), a local folder of data files (a README.md `configs:`
+    block names its configs), or local files through a builder (`name: parquet` with `data_files`): the splits of
+    `hf_split`, mapped like a table."""
     import datasets
 
-    if Path(ds["path"]).exists():
+    arguments = hf_arguments(ds)
+    if Path(ds["name"]).exists() or "data_files" in arguments:
         # datasets decodes local text files itself and takes a UTF-16 file or NUL bytes for text (then fails on
         # "new columns" like 'i\x00d\x00', or with an error naming neither file nor encoding). Check each file
         # it will parse (the builder lists them without reading them) with the same check as the other loaders.
-        builder = datasets.load_dataset_builder(ds["path"])
+        try:
+            builder = datasets.load_dataset_builder(**arguments)
+        except (ValueError, FileNotFoundError) as e:   # an unknown config name, a data file that is not there
+            raise DataError(f"{ds['name']}: {e}") from None
         if builder.name in HF_TEXT_BUILDERS:
             for data_files in builder.config.data_files.values():
                 for f in data_files:
                     read_text(Path(f), "utf-8")
     rows = []
+    where = ds["name"] + (f" (config {ds['config']})" if ds.get("config") else "")
     for split, hub_split in ds["hf_split"].items():
-        part = datasets.load_dataset(ds["path"], split=hub_split)
+        part = datasets.load_dataset(**arguments, split=hub_split)
         records = [dict(r, line=i) for i, r in enumerate(part)]
-        for r in _map_columns(Path(f"{ds['path']}[{hub_split}]"), records, ds):
+        for r in _map_columns(Path(f"{where}[{hub_split}]"), records, ds):
             r.setdefault("split", split)
             r["id"] = f"{split}-{r['id']}"
             rows.append(r)
@@ -365,7 +379,7 @@ def _unit(ds: dict) -> str:
 
 def validate_rows(rows: list[dict], ds: dict, name: str) -> pl.DataFrame:
     """Check every row and build the table. Errors name the file and line of the offending row."""
-    where_file = str(raw_files(ds)[0]) if raw_files(ds) else ds["path"]
+    where_file = str(raw_files(ds)[0]) if raw_files(ds) else ds.get("name", ds.get("path"))
 
     def where(r):
         return f"{r.get('file', where_file)}, {_unit(ds)} {r['line']}"
