@@ -1,7 +1,7 @@
 """How long will this study take here? Printed by `make run` before Snakemake starts.
 
-    python -m tunebench.estimate --configfile config/config.yaml --reference docs/results [--results results]
-                                 [--cores N]
+    tunebench estimate --configfile config/config.yaml [--reference docs/results] [--results results] [--cores N]
+    (or python -m tunebench.estimate with the same options)
 
 The estimate scales the default study's measured job times (the reference folder's runs.csv, from the
 reference machine named in its calibration.json) by how fast this machine trains, from a short calibration: a few
@@ -262,18 +262,36 @@ def report(est: Estimate, here: dict, meta: dict, cfg: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tunebench.estimate", description=__doc__.split("\n")[0])
-    parser.add_argument("--configfile", required=True)
+# The default study's kept results, beside the package in a clone or an editable install (a wheel has none).
+KEPT_RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `tunebench estimate` and `python -m tunebench.estimate`."""
+    parser.add_argument("--configfile", required=True, help="the study's config file")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--reference", type=Path, required=True,
-                        help="folder with the reference runs.csv and calibration.json (docs/results here)")
+    parser.add_argument("--reference", type=Path, default=None,
+                        help=f"folder with the reference runs.csv and calibration.json (default: the kept "
+                             f"results of the default study, {KEPT_RESULTS})")
     parser.add_argument("--results", type=Path, default=Path("results"),
                         help="the study's results folder: runs finished there cost nothing (default: results)")
     parser.add_argument("--write-reference", type=Path, metavar="STUDY_TIME_LOG",
                         help="on the reference machine: calibrate and write <reference>/calibration.json, "
                              "fitting the per-job overhead to this `/usr/bin/time -v` log of the study")
-    args = parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tunebench.estimate", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    return run_estimate(parser.parse_args(argv), parser)
+
+
+def run_estimate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.reference is None:
+        if not KEPT_RESULTS.is_dir():
+            parser.error(f"--reference: no kept results beside the package ({KEPT_RESULTS}, absent from an "
+                         f"installed wheel); name the folder with the reference runs.csv and calibration.json")
+        args.reference = KEPT_RESULTS
     cfg = tbconfig.load(args.configfile)
     threads = max(1, args.cores // 2)
     if args.write_reference:
