@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs Debian's headless-capable Chromium for tests/test_report.py (needs root and the Debian mirrors).
-# CI runs it once; the test calls it itself when /usr/bin/chromium is missing.
+# .ci/run calls it; elsewhere the browser test skips when chromium is missing (and fails under CI=true).
 set -eu
 if [ -x /usr/bin/chromium ]; then
     exit 0
