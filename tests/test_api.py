@@ -1,5 +1,5 @@
-"""The chat-completions backend against a small HTTP server on 127.0.0.1: retries, timeouts, the disk cache,
-and the API key never leaving the Authorization header."""
+"""The chat-completions backend (the openai client) against a small HTTP server on 127.0.0.1: retries, timeouts,
+the disk cache, and the API key never leaving the Authorization header."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ SECRET = "sk-test-7Hq2SECRETvalue9"
 
 class FakeChatServer(ThreadingHTTPServer):
     """Answers like a chat-completions endpoint. `script` is a queue of behaviours for the next requests:
-    "429" (with Retry-After: 0), "500", "401" (echoing the key, as some servers do), "slow" (answers after
+    "429" (with Retry-After: 0.05 s), "500", "401" (echoing the key, as some servers do), "slow" (answers after
     `slow_s`); when it is empty, requests succeed."""
 
     daemon_threads = True
@@ -56,7 +56,7 @@ class ChatHandler(BaseHTTPRequestHandler):
             server.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
             action = server.script.pop(0) if server.script else "ok"
         if action == "429":
-            return self._reply(429, {"error": {"message": "rate limited"}}, {"Retry-After": "0"})
+            return self._reply(429, {"error": {"message": "rate limited"}}, {"Retry-After": "0.05"})
         if action == "500":
             return self._reply(500, {"error": {"message": "server error"}})
         if action == "401":
@@ -94,7 +94,7 @@ def server():
 
 
 def client(server, tmp_path, **kw) -> ChatClient:
-    kw = {"backoff_s": 0.01, "timeout_s": 5, **kw}
+    kw = {"timeout_s": 5, **kw}
     return ChatClient(server.base_url, "fake-gpt", "TUNEBENCH_TEST_KEY", tmp_path / "cache", **kw)
 
 
@@ -114,6 +114,15 @@ def test_429_then_success(server, tmp_path):
     c = client(server, tmp_path)
     assert c.complete("Text: profit\nAnswer:") == "Positive."
     assert len(server.requests) == 3 and c.requests_sent == 3
+
+
+def test_a_429_waits_what_its_retry_after_says(server, tmp_path):
+    server.script = ["429"] * 3
+    c = client(server, tmp_path)
+    t0 = time.perf_counter()
+    assert c.complete("Text: profit\nAnswer:") == "Positive."
+    assert c.requests_sent == 4
+    assert time.perf_counter() - t0 < 1.0   # 3 x 0.05 s, not the client's own backoff (0.5 s, 1 s, 2 s)
 
 
 def test_timeout_is_retried(server, tmp_path):
