@@ -3,8 +3,8 @@ then write
 latest.json (every number, the machine, the date) and latest.md (figure, workload, value, target, met?).
 
 Figures: finetune (a, b), head_cache (c), icl (d), tokenize (e), snakemake (f), study (g), qlora (h),
-generative (i), levers (j), avx2_pairs (k) and attention_pairs (l), these two only with --study-dir; see
-README.md.
+generative (i), levers (j), avx2_pairs (k) and attention_pairs (l), these two only with --study-dir, and
+lm_eval (m, needs the test extra lm-eval); see README.md.
 With --only, the other figures keep their values from the previous latest.json in the output folder (each figure
 carries its own date and threads; `machine` describes the latest invocation). Quick mode runs tiny slices and tiny
 models to prove the code runs; its numbers mean
@@ -39,6 +39,7 @@ FIGURES = {
     "levers": ("j", "bench.levers"),
     "avx2_pairs": ("k", "bench.avx2_pairs"),
     "attention_pairs": ("l", "bench.avx2_pairs"),
+    "lm_eval": ("m", "bench.lm_eval_speed"),
 }
 
 # (figure name, key, unit, target text, check); a key without a target is reported for context.
@@ -84,6 +85,9 @@ TARGETS = [
     ("avx2_pairs", "avx2_pairs_study_ratio", "x", "≤ 2× the native study", lambda v: v <= 2),
     ("attention_pairs", "attention_auto_training_speedup", "x", "", None),
     ("attention_pairs", "attention_auto_test_metric_max_abs_delta", "", "", None),
+    ("lm_eval", "lm_eval_scoring_speedup", "x", "", None),
+    ("lm_eval", "lm_eval_max_abs_diff", "", "≤ 1e-4 (fp32)", lambda v: v <= 1e-4),
+    ("lm_eval", "lm_eval_pairs", "", "", None),
 ]
 
 

@@ -240,3 +240,20 @@ def test_attention_pairs_override_reaches_every_model_entry_through_snakemake_co
     assert {name: entry["attention"] for name, entry in cfg["models"].items()} == {"minilm": "sdpa", "smollm2": "sdpa"}
     assert all({**before[name], "attention": "sdpa"} == cfg["models"][name] for name in before)
     assert all(entry.get("attention") == "auto" for entry in before.values())
+
+
+def test_quick_lm_eval_figure_scores_the_same_pairs_both_ways(tmp_path):
+    """Figure (m) on a tiny ChatML Llama: both sides time every pair, and they agree on the same tokens."""
+    proc = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--only", "lm_eval", "--threads", "1",
+                           "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "latest.json").read_text())
+    figure = report["figures"]["lm_eval"]
+    assert "error" not in figure, figure.get("error")
+    raw = figure["raw"]
+    assert len(raw["ours_s"]) == len(raw["lm_eval_s"]) == 3 and report["lm_eval_scoring_speedup"] > 0
+    agreement = raw["agreement"]
+    assert report["lm_eval_pairs"] == agreement["pairs"] == 36      # 2 texts × 3 methods × 2 datasets × 3 labels
+    assert report["lm_eval_max_abs_diff"] <= 1e-4
+    assert agreement["shifted_min_abs_diff"] > 1e-2 and agreement["token_sequence_mismatches"] == 0
+    assert "`lm_eval_scoring_speedup`" in (tmp_path / "latest.md").read_text()
