@@ -121,12 +121,55 @@ def _sorted_keys(obj):
     return obj
 
 
-def load(path: str | os.PathLike, overrides: dict | None = None) -> dict:
+def read(path: str | os.PathLike) -> dict:
+    """A config file as written, with the file its `base` key names merged under it (see with_base)."""
     with open(path) as f:
         try:
             config = yaml.safe_load(f) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: a config file holds a mapping of keys, not a {type(config).__name__}")
+    return with_base(config, path)
+
+
+def with_base(config: dict, path: str | os.PathLike, seen: tuple = ()) -> dict:
+    """`base: other.yaml` (relative to the file that says it): that file's config with this one's keys over it,
+    so one study can size another down without repeating its datasets and methods (config/config.yaml over
+    config/study.yaml). Mappings merge key by key; a list or a value replaces the base's."""
+    base = config.get("base")
+    if not base:
+        return config
+    base_path = (Path(path).parent / base).resolve()
+    if base_path in seen:
+        raise ConfigError(f"{path}: config key 'base': '{base}' leads back to a file that names it as base")
+    if not base_path.exists():
+        raise ConfigError(f"{path}: config key 'base': no such file {base_path}")
+    merged = merge(read_raw_with_base(base_path, (*seen, Path(path).resolve(), base_path)), config)
+    merged.pop("base", None)
+    return merged
+
+
+def read_raw_with_base(path: Path, seen: tuple) -> dict:
+    with open(path) as f:
+        try:
+            config = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    return with_base(config, path, seen)
+
+
+def merge(base: dict, over: dict) -> dict:
+    """`over` on top of `base`: mappings merged key by key, anything else replaced."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else \
+            copy.deepcopy(value)
+    return out
+
+
+def load(path: str | os.PathLike, overrides: dict | None = None) -> dict:
+    config = read(path)
     if overrides:
         config.update(overrides)
     return validate(config, source=str(path))
