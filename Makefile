@@ -21,7 +21,7 @@ TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?= $(if $(GPU),,$(if $(filter Linux,$(shell uname -s)),$(TORCH_CPU_INDEX)))
 
 .DEFAULT_GOAL := help
-.PHONY: help install run estimate timed-run test test-fast bench lint dryrun clean keep-results
+.PHONY: help install run study timed-study estimate timed-run test test-fast bench lint dryrun clean keep-results
 
 help: ## list the targets (variables: CONFIG, CORES, VENV, GPU, TORCH_INDEX, EMULATE_AVX2, FORCE)
 	@awk -F ':.*## ' '/^[a-z-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(firstword $(MAKEFILE_LIST))
@@ -45,6 +45,14 @@ $(INSTALLED): pyproject.toml envs/constraints.txt envs/model-packages.txt
 run: $(INSTALLED) ## run the study of CONFIG (estimate first) -> results/report.html
 	-$(ENV) $(BIN)/python -m tunebench.estimate --configfile $(CONFIG) --reference docs/results $(if $(filter all,$(CORES)),,--cores $(CORES))
 	$(ENV) $(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) $(PROGRESS)
+
+# The full protocol, whose kept results README quotes (config/study.yaml; hours on 2 cores). `make run` is the
+# quick study of config/config.yaml, the same protocol sized down.
+study: ## run the full study (config/study.yaml), estimate first -> results/report.html
+	$(MAKE) run CONFIG=config/study.yaml
+
+timed-study: ## run the full study under /usr/bin/time -v -> STUDY_LOG
+	$(MAKE) timed-run CONFIG=config/study.yaml
 
 estimate: $(INSTALLED) ## print the hardware found and the time CONFIG's study would take here
 	$(ENV) $(BIN)/python -m tunebench.estimate --configfile $(CONFIG) --reference docs/results $(if $(filter all,$(CORES)),,--cores $(CORES))
@@ -82,16 +90,18 @@ BENCH_ARGS ?= --study-log docs/results/study_time.log \
 bench: $(INSTALLED) ## measure training and inference cost (bench/README.md)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-# Copy a finished default study into docs/results/ (what README's results block is checked against); give the
-# study's `/usr/bin/time -v` log as STUDY_TIME_LOG to refresh the time estimate's reference as well.
-keep-results: $(INSTALLED) ## copy a finished default study into docs/results/
-	mkdir -p docs/results
+# Copy a finished study into KEEP (docs/results/ for the full study, what README's results block is checked
+# against; KEEP=docs/results/quick for the quick one); give the study's `/usr/bin/time -v` log as STUDY_TIME_LOG
+# to refresh the time estimate's reference as well (CONFIG: the study's config).
+KEEP ?= docs/results
+keep-results: $(INSTALLED) ## copy a finished study into KEEP (default docs/results/; the quick one: KEEP=docs/results/quick)
+	mkdir -p $(KEEP)
 	cp results/readme_table.md results/runs.csv results/summary.csv results/comparisons.csv results/strata.csv \
-	   results/report.md docs/results/
-	rm -rf docs/results/figures && cp -r results/figures docs/results/figures
-	$(if $(STUDY_TIME_LOG),cp $(STUDY_TIME_LOG) docs/results/study_time.log)
-	$(if $(STUDY_TIME_LOG),$(BIN)/python -m tunebench.estimate --configfile config/config.yaml --reference docs/results \
-	   --write-reference docs/results/study_time.log)
+	   results/report.md $(KEEP)/
+	rm -rf $(KEEP)/figures && cp -r results/figures $(KEEP)/figures
+	$(if $(STUDY_TIME_LOG),cp $(STUDY_TIME_LOG) $(KEEP)/study_time.log)
+	$(if $(STUDY_TIME_LOG),$(BIN)/python -m tunebench.estimate --configfile $(CONFIG) --reference $(KEEP) \
+	   --write-reference $(KEEP)/study_time.log)
 
 # A study's results take an hour or more to make again: ask first, and refuse where nobody can answer (CI=true,
 # or no terminal on standard input) unless FORCE=1 says so.

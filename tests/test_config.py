@@ -130,3 +130,37 @@ def test_learning_rate_from_names_a_tuned_method_of_the_same_family(qlora, messa
     with pytest.raises(tbconfig.ConfigError, match=re.escape(f"methods.qlora.learning_rate_from': ") + ".*"
                        + re.escape(message)):
         tbconfig.validate(cfg)
+
+
+def test_a_config_laid_over_its_base_merges_mappings_and_replaces_lists(tmp_path):
+    from tunebench import config as tbconfig
+
+    (tmp_path / "full.yaml").write_text("seeds: [0, 1, 2]\nmethods: {a: {strategy: tfidf, C_grid: [1, 10], min_df: 2}}\n")
+    (tmp_path / "quick.yaml").write_text("base: full.yaml\nseeds: [0]\nmethods: {a: {C_grid: [1]}}\n")
+    merged = tbconfig.read(tmp_path / "quick.yaml")
+    assert merged == {"seeds": [0], "methods": {"a": {"strategy": "tfidf", "C_grid": [1], "min_df": 2}}}
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(tbconfig.ConfigError, match="leads back"):
+        tbconfig.read(tmp_path / "loop.yaml")
+    (tmp_path / "lost.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(tbconfig.ConfigError, match="config key 'base': no such file"):
+        tbconfig.read(tmp_path / "lost.yaml")
+
+
+def test_the_quick_study_sizes_the_full_one_down_and_changes_nothing_else():
+    """config/config.yaml (make run) over config/study.yaml (make study): the same datasets, models and method
+    strategies; only sizes, seeds, the study blocks and the report's name of the study differ."""
+    from tunebench import config as tbconfig
+
+    quick, full = tbconfig.load(REPO / "config/config.yaml"), tbconfig.load(REPO / "config/study.yaml")
+    assert quick["report"]["study"] == "quick" and full["report"]["study"] == "full"
+    assert quick["datasets"].keys() == full["datasets"].keys() and quick["models"] == full["models"]
+    assert {m["strategy"] for m in quick["methods"].values()} == {m["strategy"] for m in full["methods"].values()}
+    sizes = {"max_train_samples", "batch_size", "min_steps", "learning_rate_grid", "grid_extensions",
+             "max_dev_samples", "content_free"}
+    for name, method in quick["methods"].items():
+        changed = {k for k in method if method[k] != full["methods"][name].get(k)}
+        assert changed <= sizes, f"{name}: the quick study changes {changed - sizes}"
+    used = {(r.dataset, r.method) for r in tbconfig.runs(quick)}
+    assert {d for d, _ in used} == set(full["datasets"])
+    assert {quick["methods"][m]["strategy"] for _, m in used} == {m["strategy"] for m in full["methods"].values()}

@@ -16,7 +16,10 @@ from tunebench import config as tbconfig  # noqa: E402
 from tunebench import families  # noqa: E402
 
 try:
-    _resolved = tbconfig.validate(config, source=workflow.configfiles[-1] if workflow.configfiles else "config")
+    _source = workflow.configfiles[-1] if workflow.configfiles else "config"
+    # A quick study names the full one as its `base` (config/config.yaml over config/study.yaml): merged here,
+    # under the keys of the file and of --config.
+    _resolved = tbconfig.validate(tbconfig.with_base(dict(config), _source), source=_source)
 except tbconfig.ConfigError as e:
     raise WorkflowError(str(e)) from None
 config.clear()

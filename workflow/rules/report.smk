@@ -51,7 +51,7 @@ rule report:
     conda:
         "../../envs/data.yaml"
     params:
-        settings=lambda wc: report_settings("primary_metric", "dictionary_words"),
+        settings=lambda wc: report_settings("primary_metric", "dictionary_words", "study", "full_study_command"),
         config_file=os.path.relpath(workflow.configfiles[-1]) if workflow.configfiles else None,
         version=tunebench.__version__,
     script:
