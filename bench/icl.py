@@ -64,7 +64,7 @@ def icl_spec(ctx: Context, k: int):
                    model_dir=model_dir)
 
 
-def prompts_for(ctx: Context, spec, backend, template, words) -> tuple[list[str], list[str], dict]:
+def prompts_for(ctx: Context, spec, prompter, words) -> tuple[list[str], list[str], dict]:
     """(prompt texts, gold labels, prompt facts) exactly as icl.run fits them."""
     from tunebench.methods import icl
     from tunebench.modeling import prompts
@@ -73,7 +73,7 @@ def prompts_for(ctx: Context, spec, backend, template, words) -> tuple[list[str]
     test = spec.split("test").head(QUERIES_QUICK if ctx.quick else QUERIES)
     pool = list(zip(train["text"], (words[label] for label in train["label"])))
     chosen = icl.select_demonstrations(spec, train, test)
-    fitted = [prompts.fit_prompt(backend.format, text, [pool[j] for j in idx], backend.count_tokens, backend.limit)
+    fitted = [prompts.fit_prompt(prompter.format, text, [pool[j] for j in idx], prompter.count_tokens, prompter.limit)
               for text, idx in zip(test["text"], chosen)]
     return [f.text for f in fitted], test["label"].to_list(), icl.prompt_facts(fitted)
 
@@ -98,19 +98,19 @@ def measure_k(ctx: Context, k: int) -> dict:
     spec = icl_spec(ctx, k)
     cfg = spec.method_cfg
     words = prompts.verbalizers(spec.labels, cfg["verbalizers"])
-    template = prompts.Template.parse(cfg["template"], spec.task, list(words.values()))
-    backend = icl.LocalModel(spec, template, words)
-    texts, gold, facts = prompts_for(ctx, spec, backend, template, words)
-    special = backend.format.add_special_tokens
+    backend = icl.LocalModel(spec)
+    prompter = backend.prompter(spec, words)
+    texts, gold, facts = prompts_for(ctx, spec, prompter, words)
+    special = prompter.format.add_special_tokens
 
     def ours():
-        return backend.answer(texts, score=True, generate=False)
+        return backend.answer(prompter, texts, score=True, generate=False)
 
     def naive():
         with lm.inference_autocast(backend.precision):
             return naive_generate(backend.model, backend.tokenizer, texts, cfg["max_new_tokens"], special)
 
-    backend.answer(texts[:2], score=True, generate=False)          # warm-up, untimed
+    backend.answer(prompter, texts[:2], score=True, generate=False)          # warm-up, untimed
     naive_generate(backend.model, backend.tokenizer, texts[:2], cfg["max_new_tokens"], special)
     naive_s, ours_s = [], []
     for rep in range(REPEATS):

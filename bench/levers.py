@@ -132,12 +132,13 @@ def measure_icl_attention(ctx: Context) -> tuple[dict, dict]:
     spec = icl_spec(ctx, ICL_SHOTS)
     cfg = spec.method_cfg
     words = prompts.verbalizers(spec.labels, cfg["verbalizers"])
-    backend = icl.LocalModel(spec, prompts.Template.parse(cfg["template"], spec.task, list(words.values())), words)
-    texts, _, _ = prompts_for(ctx, spec, backend, None, words)
+    backend = icl.LocalModel(spec)
+    prompter = backend.prompter(spec, words)
+    texts, _, _ = prompts_for(ctx, spec, prompter, words)
 
     def answer(implementation: str):
         use_attention(backend.model, implementation)
-        result, seconds = timed(backend.answer, texts, True, True)
+        result, seconds = timed(backend.answer, prompter, texts, True, True)
         return seconds, np.asarray(result.loglik_mean).argmax(1).tolist()
 
     answer("sdpa")                                     # warm-up, untimed

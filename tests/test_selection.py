@@ -23,6 +23,13 @@ def test_the_grid_grows_past_its_edge_until_the_choice_is_inside():
     assert trace["chosen"] == pytest.approx(1e-1) and trace["extensions"] == 2
     assert not trace["on_edge"] and not trace["extension_bound_hit"]
     assert trace["declared_grid"] == [1e-4, 1e-3, 1e-2]
+    # A two-point 1-3 grid continues 1-3-10, not by its ratio of 3 (1e-4, 3e-4 → 1e-3, not 9e-4).
+    two = selection.search_grid(selection.Search(grid=[1e-4, 3e-4], max_extensions=1), peaked(1e-2),
+                                log=lambda _: None)
+    assert two["grid"] == pytest.approx([1e-4, 3e-4, 1e-3]) and two["extension_bound_hit"]
+    other = selection.search_grid(selection.Search(grid=[2.0, 8.0], max_extensions=1), peaked(1e3),
+                                  log=lambda _: None)
+    assert other["grid"] == pytest.approx([2.0, 8.0, 32.0])   # elsewhere by the grid's own ratio
     # It grows downwards too, by the grid's own step (here ×3).
     down = selection.search_grid(selection.Search(grid=[3e-3, 1e-2, 3e-2]), peaked(1e-3), log=lambda _: None)
     assert down["chosen"] == pytest.approx(1e-3, rel=0.01) and down["grid"][0] < 1e-3

@@ -78,11 +78,15 @@ def pick(scores: dict[float, list[float]], search: Search) -> float:
 
 def next_point(tried: list[float], chosen: float) -> float | None:
     """One grid point past the edge the choice sits on (None when it sits inside), continuing the grid's own
-    pattern: the step between the second and third points from that edge, so a 1-3-10 grid goes on 1-3-10
-    (3e-3, 1e-2, 3e-2 → 1e-3 below, 1e-1 above); a two-point grid repeats its ratio, a single point uses √10."""
+    pattern: a grid of 1-3-10 values goes on 1-3-10 (3e-3, 1e-2, 3e-2 → 1e-3 below, 1e-1 above; 1e-4, 3e-4 →
+    1e-3); any other grid steps by the ratio between the second and third points from that edge (a two-point
+    grid repeats its ratio, a single point uses √10)."""
     values = sorted(v for v in tried if v > 0)   # a zero penalty has no place on a log scale
     if chosen <= 0 or chosen not in (values[0], values[-1]):
         return None
+    # A 1-3-10 grid (values 1·10^k and 3·10^k, both present) goes on 1-3-10, whatever its spacing.
+    if all(_on_one_three(v) for v in values) and any(_on_one_three(v / 3) for v in values):
+        return _one_three_neighbour(chosen, up=chosen == values[-1])
     inward = values if chosen == values[0] else values[::-1]
     if len(inward) >= 3:
         step = inward[2] / inward[1]
@@ -91,6 +95,20 @@ def next_point(tried: list[float], chosen: float) -> float | None:
     else:
         step = DEFAULT_STEP if chosen == values[0] else 1 / DEFAULT_STEP
     return float(f"{chosen / step:.6g}")
+
+
+ONE_THREE = [m * 10.0 ** e for e in range(-12, 13) for m in (1, 3)]
+
+
+def _on_one_three(value: float) -> bool:
+    return any(math.isclose(value, v, rel_tol=1e-6) for v in ONE_THREE)
+
+
+def _one_three_neighbour(value: float, up: bool) -> float:
+    """The next value of the 1-3-10 sequence above (or below) `value`."""
+    if up:
+        return float(f"{min(v for v in ONE_THREE if v > value * (1 + 1e-6)):.6g}")
+    return float(f"{max(v for v in ONE_THREE if v < value * (1 - 1e-6)):.6g}")
 
 
 def search_grid(search: Search, score: Callable[[float, int, float], float], log=print) -> dict:

@@ -112,6 +112,13 @@ def cap_train(train, n: int | None, seed: int):
     return train if not n or n >= len(train) else train.shuffle(seed=seed).select(range(n))
 
 
+def cap_dev(dev, n: int | None):
+    """One fixed sample of dev (the same rows for every seed and learning rate), in dev's order."""
+    if not n or n >= len(dev):
+        return dev
+    return dev.select(sorted(np.random.default_rng(0).choice(len(dev), n, replace=False).tolist()))
+
+
 # --- training -----------------------------------------------------------------------------------------------
 
 
@@ -154,7 +161,7 @@ class TrainingData:
         self.test_ids = tokenized["test"]["id"]
         self.splits = with_labels(tokenized, spec)
         self.train = cap_train(self.splits["train"], spec.method_cfg["max_train_samples"], spec.seed)
-        self.dev, self.test = self.splits["dev"], self.splits["test"]
+        self.dev, self.test = cap_dev(self.splits["dev"], spec.method_cfg.get("max_dev_samples")), self.splits["test"]
         self.collator = DataCollatorWithPadding(load_tokenizer(spec.model_cfg))
 
     def fit(self, spec: RunSpec):

@@ -179,7 +179,7 @@ def prompt_rows(spec: RunSpec, backend, train: pl.DataFrame, rows: pl.DataFrame,
             result.loglik, [prompter.format.continuation(w) for w in words.values()], prompter.answer_ids, rules,
             run_prompts=lambda texts: backend.answer(prompter, texts, score=True, generate=False).loglik,
             render=lambda text, context: fit(text, context).text, contexts=contexts,
-            context_of=[index[tuple(idx)] for idx in chosen],
+            context_of=[index[tuple(idx)] for idx in chosen], content_free=cfg["content_free"],
             premise_prompt=prompts.premise_prompt(prompter.format, scoring.PMI_PREMISE))
     return Prompted(prompter, fitted, chosen, result, scores, cost)
 

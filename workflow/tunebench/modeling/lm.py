@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from tunebench import progress
+
 
 @dataclass
 class Answers:
@@ -55,7 +57,8 @@ def continuation_ids(tokenizer, prompt: str, continuation: str, add_special_toke
 def _order(lengths, batch_size: int):
     """Index batches of similar length, so little of each batch is padding."""
     order = np.argsort(lengths, kind="stable")
-    for start in range(0, len(order), batch_size):
+    # A long prompting pass logs "prompt batch i/n, elapsed, ETA" every 30 s to the job's log.
+    for start in progress.report(range(0, len(order), batch_size), "prompt batch"):
         yield order[start:start + batch_size]
 
 

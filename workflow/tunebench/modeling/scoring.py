@@ -125,7 +125,9 @@ def label_scores(loglik: np.ndarray, answers: list[str], answer_ids: list[list[i
         by_context = np.stack([content_free_distribution(x) for x in per_context])
         scores.content_free = by_context[context_of]
         cost.update(content_free_prompts=len(contexts) * len(content_free),
-                    content_free_time_s=time.perf_counter() - t0)
+                    content_free_time_s=time.perf_counter() - t0,
+                    # the bias calibration divides out, averaged over the contexts (one for a shared draw)
+                    content_free_distribution=[round(float(p), 4) for p in by_context.mean(axis=0)])
     if needs_premise(rules):
         t0 = time.perf_counter()
         scores.premise = run_prompts([premise_prompt if premise_prompt is not None else premise])[0]
