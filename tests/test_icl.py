@@ -16,6 +16,7 @@ from tunebench.methods import icl
 from tunebench.modeling import lm, loading, prompts
 from tunebench import runner
 from tunebench import config as tbconfig
+from tiny_models import WordTokenizer, cacheless_output
 
 LABELS = ["negative", "neutral", "positive"]
 WORDS = {label: label for label in LABELS}
@@ -272,22 +273,7 @@ class BigramLM(torch.nn.Module):
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, use_cache=None, logits_to_keep=0,
                 cache=None):
-        from transformers import DynamicCache
-
-        logits = self.logits_after[input_ids]
-        return type("Out", (), {"logits": logits[:, -logits_to_keep:] if logits_to_keep else logits,
-                                "cache": cache if cache is not None else DynamicCache()})()
-
-
-class WordTokenizer:
-    """Words → ids from a fixed vocabulary (for the constructed case)."""
-
-    def __init__(self, words: list[str]):
-        self.ids = {w: i for i, w in enumerate(words)}
-        self.pad_token_id, self.eos_token_id = 0, None
-
-    def __call__(self, text, add_special_tokens=True):
-        return {"input_ids": [self.ids[w] for w in text.split()]}
+        return cacheless_output(self.logits_after[input_ids], logits_to_keep, cache)
 
 
 def test_a_labels_token_count_does_not_decide_its_score():

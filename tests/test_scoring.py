@@ -10,6 +10,8 @@ from tunebench import runner
 from tunebench.evaluation import metrics
 from tunebench.modeling import lm, scoring
 
+from tiny_models import WordTokenizer, cacheless_output
+
 
 class BagLM(torch.nn.Module):
     """A causal 'model' whose next-token logits are a fixed bias plus the evidence of every token in the input:
@@ -35,20 +37,8 @@ class BagLM(torch.nn.Module):
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, use_cache=None, logits_to_keep=0,
                 cache=None):
-        from transformers import DynamicCache
-
         logits = (self.bias + self.evidence[input_ids].sum(1))[:, None, :].expand(-1, input_ids.shape[1], -1)
-        return type("Out", (), {"logits": logits[:, -logits_to_keep:] if logits_to_keep else logits,
-                                "cache": cache if cache is not None else DynamicCache()})()
-
-
-class WordTokenizer:
-    def __init__(self, words: list[str]):
-        self.ids = {w: i for i, w in enumerate(words)}
-        self.pad_token_id, self.eos_token_id = 0, None
-
-    def __call__(self, text, add_special_tokens=True):
-        return {"input_ids": [self.ids[w] for w in text.split()]}
+        return cacheless_output(logits, logits_to_keep, cache)
 
 
 def test_contextual_calibration_removes_a_bias_that_is_the_only_error():

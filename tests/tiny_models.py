@@ -334,3 +334,23 @@ def build_tiny_gguf(path: Path, corpus=PROMPT_CORPUS, seed: int = 0, chat_templa
     """
     model, tokenizer = tiny_chat_llama(corpus, seed, chat_template, tie_embeddings)
     return write_llama_gguf(path, model, tokenizer, quantize)
+
+
+class WordTokenizer:
+    """Words → ids from a fixed vocabulary (for the constructed case)."""
+
+    def __init__(self, words: list[str]):
+        self.ids = {w: i for i, w in enumerate(words)}
+        self.pad_token_id, self.eos_token_id = 0, None
+
+    def __call__(self, text, add_special_tokens=True):
+        return {"input_ids": [self.ids[w] for w in text.split()]}
+
+
+def cacheless_output(logits, logits_to_keep: int, cache):
+    """What a hand-built causal 'model' returns: its logits (the last `logits_to_keep` positions) and the cache it
+    was given, untouched (it needs none)."""
+    from transformers import DynamicCache
+
+    return type("Out", (), {"logits": logits[:, -logits_to_keep:] if logits_to_keep else logits,
+                            "cache": cache if cache is not None else DynamicCache()})()
