@@ -121,7 +121,7 @@ def _sorted_keys(obj):
     return obj
 
 
-def read(path: str | os.PathLike) -> dict:
+def read(path: str | os.PathLike, seen: tuple = ()) -> dict:
     """A config file as written, with the file its `base` key names merged under it (see with_base)."""
     with open(path) as f:
         try:
@@ -130,7 +130,7 @@ def read(path: str | os.PathLike) -> dict:
             raise ConfigError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: a config file holds a mapping of keys, not a {type(config).__name__}")
-    return with_base(config, path)
+    return with_base(config, path, seen)
 
 
 def with_base(config: dict, path: str | os.PathLike, seen: tuple = ()) -> dict:
@@ -141,22 +141,13 @@ def with_base(config: dict, path: str | os.PathLike, seen: tuple = ()) -> dict:
     if not base:
         return config
     base_path = (Path(path).parent / base).resolve()
-    if base_path in seen:
+    if base_path in seen or base_path == Path(path).resolve():
         raise ConfigError(f"{path}: config key 'base': '{base}' leads back to a file that names it as base")
     if not base_path.exists():
         raise ConfigError(f"{path}: config key 'base': no such file {base_path}")
-    merged = merge(read_raw_with_base(base_path, (*seen, Path(path).resolve(), base_path)), config)
+    merged = merge(read(base_path, (*seen, Path(path).resolve())), config)
     merged.pop("base", None)
     return merged
-
-
-def read_raw_with_base(path: Path, seen: tuple) -> dict:
-    with open(path) as f:
-        try:
-            config = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from e
-    return with_base(config, path, seen)
 
 
 def merge(base: dict, over: dict) -> dict:
