@@ -222,17 +222,28 @@ def reference_loglik(model, prompt_ids: list[int], answer_ids: list[int]) -> flo
     return sum(logp[len(prompt_ids) - 1 + t, tok].item() for t, tok in enumerate(answer_ids))
 
 
-@pytest.mark.parametrize("prompt_list", [PROMPTS, SHARED_PROMPTS], ids=["short", "shared-prefix"])
+# Two groups interleaved, each with a prefix of its own (a text and its content-free prompts, demonstrations
+# drawn for that text alone).
+GROUPED_PROMPTS = [p.replace("sentiment.", "sentiment of the text.") if i % 2 else p for i, p in enumerate(SHARED_PROMPTS)]
+GROUPS = [i % 2 for i in range(len(GROUPED_PROMPTS))]
+
+
+@pytest.mark.parametrize("prompt_list, groups", [(PROMPTS, None), (SHARED_PROMPTS, None),
+                                                 (GROUPED_PROMPTS, GROUPS)], ids=["short", "shared-prefix", "groups"])
 @pytest.mark.parametrize("batch_size", [1, 3])
-def test_cached_causal_scoring_equals_uncached_scoring(tiny_llama, prompt_list, batch_size):
-    """The shared-prefix cache, left padding between prefix and prompt, and multi-token answers continued from
-    the cache (then cropped) give the same log-likelihoods as a plain pass over each prompt + answer."""
+def test_cached_causal_scoring_equals_uncached_scoring(tiny_llama, prompt_list, groups, batch_size):
+    """The shared-prefix cache (one per group), left padding between prefix and prompt, and multi-token answers
+    continued from the cache (then cropped) give the same log-likelihoods as a plain pass over each prompt +
+    answer."""
     cfg = {"kind": "causal", "path": str(tiny_llama)}
     tokenizer, model = loading.load_tokenizer(cfg), loading.load_generative(cfg)
     answer_ids = [lm.continuation_ids(tokenizer, prompt_list[0], " " + a, True) for a in ANSWERS]
-    result = lm.answer_prompts(model, tokenizer, prompt_list, answer_ids, batch_size=batch_size)
-    if prompt_list is SHARED_PROMPTS:
+    result = lm.answer_prompts(model, tokenizer, prompt_list, answer_ids, batch_size=batch_size, groups=groups)
+    if prompt_list is not PROMPTS:
         assert result.shared_prefix_tokens > 20
+    if groups:   # each group's prefix is longer than the prefix common to all prompts
+        ungrouped = lm.answer_prompts(model, tokenizer, prompt_list, answer_ids, batch_size=batch_size)
+        assert result.shared_prefix_tokens > ungrouped.shared_prefix_tokens
     for i, prompt in enumerate(prompt_list):
         for j, answer in enumerate(answer_ids):
             expected = reference_loglik(model, tokenizer(prompt)["input_ids"], answer)

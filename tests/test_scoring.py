@@ -155,3 +155,43 @@ def test_a_fixed_rule_and_fixed_words_skip_the_dev_pass(make_spec, tiny_llama, t
     assert record["cost"]["prompt_selection"] is None and record["cost"]["scoring"] == "sum"
     assert record["cost"]["verbaliser"] == "labels" and record["cost"]["demonstration_draw"] == "none"
     assert "content_free_prompts" not in record["cost"] and "macro_f1_sum" not in record["metrics"]
+
+
+@pytest.mark.parametrize("decoding", ["score", "both"])
+def test_per_query_calibration_runs_beside_each_text_and_equals_running_it_apart(make_spec, tiny_llama, decoding,
+                                                                                  monkeypatch):
+    """With a draw per text, each text's content-free prompts run in one group with it (its demonstrations'
+    prefix once); their distributions, and so every rule's scores, equal those of the content-free prompts run
+    apart from the texts."""
+    from tunebench.methods import icl
+
+    spec = make_spec({"kind": "causal", "path": str(tiny_llama), "max_length": 128},
+                     {"strategy": "icl", "k": 2, "draw": "per_query", "decoding": decoding, "batch_size": 3,
+                      "scoring": ["calibrated", "mean"]})
+    spec.method_cfg["precision"] = "fp32"
+    backend, train, test = icl.LocalModel(spec), spec.split("train"), spec.test_rows()
+    words = icl.verbaliser_sets(spec)["labels"]
+    beside = icl.prompt_rows(spec, backend, train, test, words, ["calibrated", "mean"], score=True,
+                             generate=decoding == "both")
+    assert beside.scoring_cost["content_free_prompts"] == 3 * test.height
+    assert beside.scoring_cost["content_free_time_s"] is None          # their time is the texts'
+    assert len(beside.fitted) == test.height == len(beside.answers.loglik)
+    if decoding == "both":
+        assert len(beside.answers.generated) == test.height
+    # The same run with the content-free prompts apart (as a shared draw runs them).
+    monkeypatch.setattr(icl.scoring, "needs_content_free", lambda rules: False)
+    texts_only = icl.prompt_rows(spec, backend, train, test, words, ["mean"], score=True, generate=False)
+    monkeypatch.undo()
+    apart, _ = scoring.label_scores(
+        texts_only.answers.loglik, [beside.prompter.format.continuation(w) for w in words.values()],
+        beside.prompter.answer_ids, ["calibrated"],
+        run_prompts=lambda texts: backend.answer(beside.prompter, texts, score=True, generate=False).loglik,
+        render=lambda text, context: icl.prompts.fit_prompt(
+            beside.prompter.format, text,
+            [(train["text"][j], words[train["label"][j]]) for j in context],
+            beside.prompter.count_tokens, beside.prompter.limit).text,
+        contexts=[tuple(c) for c in beside.chosen], context_of=list(range(test.height)),
+        content_free=spec.method_cfg["content_free"])
+    np.testing.assert_allclose(beside.answers.loglik, texts_only.answers.loglik, atol=1e-4)
+    np.testing.assert_allclose(beside.scores.content_free, apart.content_free, atol=1e-4)
+    np.testing.assert_allclose(beside.scores.rule("calibrated"), apart.rule("calibrated"), atol=1e-4)

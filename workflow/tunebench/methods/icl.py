@@ -170,18 +170,37 @@ def prompt_rows(spec: RunSpec, backend, train: pl.DataFrame, rows: pl.DataFrame,
                                   prompter.limit)
 
     fitted = [fit(text, idx) for text, idx in zip(rows["text"], chosen)]
-    result = backend.answer(prompter, [f.text for f in fitted], score=score, generate=generate)
+    contexts = list(dict.fromkeys(tuple(idx) for idx in chosen))
+    index = {c: i for i, c in enumerate(contexts)}
+    context_of = [index[tuple(idx)] for idx in chosen]
+    # Demonstrations drawn for each text alone: the content-free prompts calibration renders with them run in
+    # one group with the text, so the group's prefix (instruction and demonstrations) runs once.
+    beside = score and len(contexts) > 1 and scoring.needs_content_free(rules)
+    free_texts = [fit(text, c).text for c in contexts for text in cfg["content_free"]] if beside else []
+    groups = context_of + [i for i, _ in enumerate(contexts) for _ in cfg["content_free"]] if beside else None
+    result = backend.answer(prompter, [f.text for f in fitted] + free_texts, score=score, generate=generate,
+                            groups=groups)
+    result, free = split_answers(result, len(fitted))
     scores, cost = None, {}
     if score:
-        contexts = list(dict.fromkeys(tuple(idx) for idx in chosen))
-        index = {c: i for i, c in enumerate(contexts)}
         scores, cost = scoring.label_scores(
             result.loglik, [prompter.format.continuation(w) for w in words.values()], prompter.answer_ids, rules,
             run_prompts=lambda texts: backend.answer(prompter, texts, score=True, generate=False).loglik,
-            render=lambda text, context: fit(text, context).text, contexts=contexts,
-            context_of=[index[tuple(idx)] for idx in chosen], content_free=cfg["content_free"],
-            premise_prompt=prompts.premise_prompt(prompter.format, scoring.PMI_PREMISE))
+            render=lambda text, context: fit(text, context).text, contexts=contexts, context_of=context_of,
+            content_free=cfg["content_free"], premise_prompt=prompts.premise_prompt(prompter.format,
+                                                                                    scoring.PMI_PREMISE),
+            free=free if beside else None)
     return Prompted(prompter, fitted, chosen, result, scores, cost)
+
+
+def split_answers(result: lm.Answers, n: int) -> tuple[lm.Answers, np.ndarray | None]:
+    """The answers of the first n prompts, and the log-likelihoods of the prompts after them (None if none)."""
+    if result.loglik is None or len(result.loglik) == n:
+        return result, None
+    head = lm.Answers(result.loglik[:n], result.loglik_mean[:n],
+                      result.generated[:n] if result.generated is not None else None,
+                      result.shared_prefix_tokens, result.prompt_tokens)
+    return head, result.loglik[n:]
 
 
 @dataclass
@@ -223,11 +242,12 @@ class LocalModel:
         return Prompter(template, fmt, "chat" if isinstance(fmt, prompts.ChatPrompt) else "plain", answer_ids,
                         lambda text: len(self.tokenizer(text, add_special_tokens=special)["input_ids"]), limit)
 
-    def answer(self, prompter: Prompter, texts: list[str], score: bool, generate: bool) -> lm.Answers:
+    def answer(self, prompter: Prompter, texts: list[str], score: bool, generate: bool,
+               groups: list | None = None) -> lm.Answers:
         with lm.inference_autocast(self.precision):
             return lm.answer_prompts(self.model, self.tokenizer, texts, prompter.answer_ids if score else None,
                                      self.cfg["max_new_tokens"] if generate else 0, self.cfg["batch_size"],
-                                     prompter.format.add_special_tokens)
+                                     prompter.format.add_special_tokens, groups)
 
     def facts(self, prompter: Prompter) -> dict:
         return {"device": str(self.model.device), "precision": self.precision,
@@ -251,7 +271,8 @@ class APIModel:
         return Prompter(template, template, "plain", None, approx_tokens,
                         self.max_length - self.cfg["max_new_tokens"])
 
-    def answer(self, prompter: Prompter, texts: list[str], score: bool, generate: bool) -> lm.Answers:
+    def answer(self, prompter: Prompter, texts: list[str], score: bool, generate: bool,
+               groups: list | None = None) -> lm.Answers:
         generated = self.client.complete_all(texts, self.cfg["temperature"], self.cfg["max_new_tokens"])
         return lm.Answers(None, None, generated, 0, sum(approx_tokens(t) for t in texts))
 

@@ -7,7 +7,9 @@ end-of-sequence token; its text is read by tunebench.evaluation.answers.
 
 Causal models: the prompts' longest common prefix (the instruction and, with demonstrations shared by the whole
 test set, every demonstration) runs once; its key/value cache is shared by every batch, so each prompt costs
-only its own tokens. From the prompt's last position the answers are scored (multi-token answers continue the
+only its own tokens. Prompts may come in groups (`groups`: a group id per prompt), each with a prefix of its own:
+a text with demonstrations drawn for it alone and the content-free inputs calibration renders with the same
+demonstrations run that prefix once. From the prompt's last position the answers are scored (multi-token answers continue the
 cache and are cropped off again) and generation continues the same cache. Seq2seq models encode each prompt
 once and decode every answer against that encoder output.
 """
@@ -54,11 +56,12 @@ def continuation_ids(tokenizer, prompt: str, continuation: str, add_special_toke
     return tokenizer(continuation, add_special_tokens=False)["input_ids"]
 
 
-def _order(lengths, batch_size: int):
+def _order(lengths, batch_size: int, report: bool = True):
     """Index batches of similar length, so little of each batch is padding."""
     order = np.argsort(lengths, kind="stable")
+    starts = range(0, len(order), batch_size)
     # A long prompting pass logs "prompt batch i/n, elapsed, ETA" every 30 s to the job's log.
-    for start in progress.report(range(0, len(order), batch_size), "prompt batch"):
+    for start in progress.report(starts, "prompt batch") if report else starts:
         yield order[start:start + batch_size]
 
 
@@ -84,15 +87,18 @@ def _token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.
 
 @torch.inference_mode()
 def answer_prompts(model, tokenizer, prompts: list[str], answers: list[list[int]] | None = None,
-                   max_new_tokens: int = 0, batch_size: int = 16, add_special_tokens: bool = True) -> Answers:
+                   max_new_tokens: int = 0, batch_size: int = 16, add_special_tokens: bool = True,
+                   groups: list | None = None) -> Answers:
     """Score `answers` (token ids, the same for every prompt) and/or generate up to `max_new_tokens` greedily.
 
     For a causal model, `answers` are the tokens that continue the prompt (continuation_ids); for a seq2seq
-    model they are decoder targets (the tokenizer's `text_target` ids, ending in </s>).
+    model they are decoder targets (the tokenizer's `text_target` ids, ending in </s>). groups: a group id per
+    prompt (default: one group); a causal model runs each group's common prefix once.
     """
     if is_seq2seq(model):
         return _answer_seq2seq(model, tokenizer, prompts, answers, max_new_tokens, batch_size)
-    return _answer_causal(model, tokenizer, prompts, answers, max_new_tokens, batch_size, add_special_tokens)
+    return _answer_causal(model, tokenizer, prompts, answers, max_new_tokens, batch_size, add_special_tokens,
+                          groups)
 
 
 # --- causal models: shared prefix, scoring and generation from one cache -----------------------------------------
@@ -117,46 +123,63 @@ def _expanded_cache(prefix_kv, batch: int):
                                         for k, v in prefix_kv])
 
 
-def _answer_causal(model, tokenizer, prompts, answers, max_new_tokens, batch_size, add_special_tokens) -> Answers:
-    from transformers import DynamicCache
-
-    dev, pad = model.device, tokenizer.pad_token_id
-    cache_arg = _cache_argument(model)
+def _answer_causal(model, tokenizer, prompts, answers, max_new_tokens, batch_size, add_special_tokens,
+                   groups=None) -> Answers:
     ids = [tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"] for p in prompts]
-    prefix = _common_prefix(ids) if len(ids) > 1 else []
-    prefix_kv = None
-    if prefix:
-        out = model(input_ids=torch.tensor([prefix], device=dev), use_cache=True, logits_to_keep=1)
-        prefix_kv = [(layer[0], layer[1]) for layer in _output_cache(out)]
+    group_of = np.zeros(len(ids), dtype=int) if groups is None else np.asarray(groups)
+    members = [np.flatnonzero(group_of == g) for g in dict.fromkeys(group_of.tolist())]
     n_answers = len(answers) if answers else 0
     loglik = np.zeros((len(prompts), n_answers))
     counts = np.array([len(a) for a in answers or []], dtype=float)
     generated = [""] * len(prompts) if max_new_tokens else None
     stop = set(_stop_ids(tokenizer))
-    P = len(prefix)
-    for idx in _order([len(x) for x in ids], batch_size):
-        suffixes = [ids[i][P:] for i in idx]
-        B, width = len(idx), max(len(s) for s in suffixes)
-        tokens = torch.tensor([[pad] * (width - len(s)) + s for s in suffixes], device=dev)
-        own = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in suffixes], device=dev)
-        mask = torch.cat([torch.ones(B, P, dtype=own.dtype, device=dev), own], 1)
-        positions = P + (own.cumsum(-1) - 1).clamp(min=0)
-        cache = _expanded_cache(prefix_kv, B) if prefix_kv else DynamicCache(config=model.config)
-        out = model(input_ids=tokens, attention_mask=mask, position_ids=positions, use_cache=True,
-                    logits_to_keep=1, **{cache_arg: cache})
-        first = torch.log_softmax(out.logits[:, -1].float(), -1)
-        last = positions[:, -1]
-        for j, answer in enumerate(answers or []):
-            loglik[idx, j] = _continue_answer(model, cache, cache_arg, first, answer, mask, last).cpu().numpy()
-        if max_new_tokens:
-            texts = _greedy(model, tokenizer, cache, cache_arg, first, mask, last, max_new_tokens, stop)
-            for i, text in zip(idx, texts):
-                generated[i] = text
-    return Answers(loglik if answers else None, loglik / counts if answers else None, generated, P,
-                   P + sum(len(x) - P for x in ids))
+    shared = run = 0
+    # One group: the progress line counts its batches; many small groups: it counts the groups.
+    for group in progress.report(members, "prompt group") if len(members) > 1 else members:
+        group_ids = [ids[i] for i in group]
+        prefix = _common_prefix(group_ids) if len(group_ids) > 1 else []
+        prefix_kv = _prefix_cache(model, prefix)
+        P = len(prefix)
+        shared, run = shared + P, run + P + sum(len(x) - P for x in group_ids)
+        for batch in _order([len(x) for x in group_ids], batch_size, report=len(members) == 1):
+            idx = group[batch]
+            cache, first, mask, last = _run_suffixes(model, [ids[i][P:] for i in idx], P, prefix_kv,
+                                                     tokenizer.pad_token_id)
+            for j, answer in enumerate(answers or []):
+                loglik[idx, j] = _continue_answer(model, cache, first, answer, mask, last).cpu().numpy()
+            if max_new_tokens:
+                texts = _greedy(model, tokenizer, cache, first, mask, last, max_new_tokens, stop)
+                for i, text in zip(idx, texts):
+                    generated[i] = text
+    return Answers(loglik if answers else None, loglik / counts if answers else None, generated, shared, run)
 
 
-def _continue_answer(model, cache, cache_arg, first_logprobs, answer: list[int], mask, last) -> torch.Tensor:
+def _prefix_cache(model, prefix: list[int]):
+    """The key/value cache of a shared prefix (None without one)."""
+    if not prefix:
+        return None
+    out = model(input_ids=torch.tensor([prefix], device=model.device), use_cache=True, logits_to_keep=1)
+    return [(layer[0], layer[1]) for layer in _output_cache(out)]
+
+
+def _run_suffixes(model, suffixes: list[list[int]], P: int, prefix_kv, pad: int):
+    """Run a batch of prompt suffixes (left-padded) after the shared prefix of length P; returns the cache, the
+    log-probabilities at each prompt's last position, the attention mask and those positions."""
+    from transformers import DynamicCache
+
+    dev = model.device
+    B, width = len(suffixes), max(len(s) for s in suffixes)
+    tokens = torch.tensor([[pad] * (width - len(s)) + s for s in suffixes], device=dev)
+    own = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in suffixes], device=dev)
+    mask = torch.cat([torch.ones(B, P, dtype=own.dtype, device=dev), own], 1)
+    positions = P + (own.cumsum(-1) - 1).clamp(min=0)
+    cache = _expanded_cache(prefix_kv, B) if prefix_kv else DynamicCache(config=model.config)
+    out = model(input_ids=tokens, attention_mask=mask, position_ids=positions, use_cache=True,
+                logits_to_keep=1, **{_cache_argument(model): cache})
+    return cache, torch.log_softmax(out.logits[:, -1].float(), -1), mask, positions[:, -1]
+
+
+def _continue_answer(model, cache, first_logprobs, answer: list[int], mask, last) -> torch.Tensor:
     """log p(answer | prompt) for every row: the first token from the prompt's last position, the rest by
     running the answer through the cache (then cropped back, so the cache again ends at the prompt)."""
     total = first_logprobs[:, answer[0]].clone()
@@ -166,7 +189,7 @@ def _continue_answer(model, cache, cache_arg, first_logprobs, answer: list[int],
         step_mask = torch.cat([mask, torch.ones(B, len(answer) - 1, dtype=mask.dtype, device=dev)], 1)
         positions = last[:, None] + 1 + torch.arange(len(answer) - 1, device=dev)
         out = model(input_ids=rest, attention_mask=step_mask, position_ids=positions, use_cache=True,
-                    **{cache_arg: cache})
+                    **{_cache_argument(model): cache})
         lp = torch.log_softmax(out.logits.float(), -1)
         targets = torch.tensor(answer[1:], device=dev)
         total += lp.gather(-1, targets.expand(B, -1).unsqueeze(-1)).squeeze(-1).sum(-1)
@@ -180,10 +203,11 @@ def _stop_ids(tokenizer) -> list[int]:
     return [i for i in ids if i is not None]
 
 
-def _greedy(model, tokenizer, cache, cache_arg, first_logprobs, mask, last, max_new_tokens: int, stop) -> list[str]:
+def _greedy(model, tokenizer, cache, first_logprobs, mask, last, max_new_tokens: int, stop) -> list[str]:
     """Greedy decoding from the prompt's last position, continuing the cache; a row stops at end-of-sequence."""
     B, dev = first_logprobs.shape[0], first_logprobs.device
     stop_t = torch.tensor(sorted(stop), device=dev) if stop else torch.tensor([-1], device=dev)
+    cache_arg = _cache_argument(model)
     token = first_logprobs.argmax(-1)
     done = torch.isin(token, stop_t)
     steps = [token]

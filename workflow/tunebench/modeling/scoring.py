@@ -99,8 +99,8 @@ def check_rules(rules, where: str) -> list[str]:
 
 def label_scores(loglik: np.ndarray, answers: list[str], answer_ids: list[list[int]], rules, run_prompts,
                  render, contexts: list | None = None, context_of: list[int] | None = None,
-                 content_free=CONTENT_FREE, premise: str = PMI_PREMISE, premise_prompt: str | None = None
-                 ) -> tuple[LabelScores, dict]:
+                 content_free=CONTENT_FREE, premise: str = PMI_PREMISE, premise_prompt: str | None = None,
+                 free: np.ndarray | None = None) -> tuple[LabelScores, dict]:
     """The LabelScores of prompts whose summed answer log-likelihoods are `loglik` (n, L), with the extra
     prompts the rules need, and what those cost.
 
@@ -110,6 +110,8 @@ def label_scores(loglik: np.ndarray, answers: list[str], answer_ids: list[list[i
     contexts / context_of: the distinct demonstration sets and which one each prompt used (default: one
       context, no demonstrations); the content-free inputs are rendered in each context.
     premise_prompt: the premise rendered as the model reads it (prompts.premise_prompt).
+    free: the content-free prompts' log-likelihoods if the caller ran them already (rows: each context's inputs
+      in turn), e.g. beside prompts that share their demonstrations' prefix.
     """
     import time
 
@@ -120,12 +122,15 @@ def label_scores(loglik: np.ndarray, answers: list[str], answer_ids: list[list[i
     cost = {}
     if needs_content_free(rules):
         t0 = time.perf_counter()
-        free = run_prompts([render(text, c) for c in contexts for text in content_free])
+        ran_here = free is None
+        if ran_here:
+            free = run_prompts([render(text, c) for c in contexts for text in content_free])
         per_context = free.reshape(len(contexts), len(content_free), -1)
         by_context = np.stack([content_free_distribution(x) for x in per_context])
         scores.content_free = by_context[context_of]
         cost.update(content_free_prompts=len(contexts) * len(content_free),
-                    content_free_time_s=time.perf_counter() - t0,
+                    # run beside the prompts, their time is the prompts' (eval_time_s)
+                    content_free_time_s=time.perf_counter() - t0 if ran_here else None,
                     # the bias calibration divides out, averaged over the contexts (one for a shared draw)
                     content_free_distribution=[round(float(p), 4) for p in by_context.mean(axis=0)])
     if needs_premise(rules):
