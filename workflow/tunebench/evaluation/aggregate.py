@@ -11,7 +11,11 @@ summary.csv     long format, one row per (dataset, model, method, metric): mean 
                 (see stats.py); test examples are resampled in the clusters the dataset declares (config
                 key datasets.<name>.cluster; column resampling_unit). Metrics are recomputed from
                 predictions.parquet with the same vectorised functions for the point and every resample, and
-                checked against metrics.json.
+                checked against metrics.json. For a dataset whose table flags test rows near_duplicate_of_train
+                (a test split the source fixes, such as TFNS's), the same statistics on each run's test rows
+                without them: columns mean_no_near_dup, sd_no_near_dup, ci_low_no_near_dup,
+                ci_high_no_near_dup and near_dup_rows_dropped (runs.csv: <metric>_no_near_dup of the
+                headline metrics and near_dup_rows_dropped).
 comparisons.csv for each configured pair [a, b] and dataset: a − b per metric with its paired-bootstrap CI,
                 the relative gain in percent with its CI, and McNemar's exact p (classification): the largest
                 over every pair of a's and b's seeds (their number in mcnemar_pairs).
@@ -46,12 +50,16 @@ SETTINGS = ["shots", "k", "selection", "classifier", "decoding", "r", "variant",
             "max_train_samples", "test_subset"]
 DEV_CHOICE = ["chosen_on_dev", "learning_rate_from", "grid", "on_edge", "declared_grid", "grid_extensions",
               "grid_bound_hit", "selection_seeds", "halving_rounds", "dev_by_value", "selection_dev_metric",
-              "trial_steps", "selection_time_s", "learned", "learning_note"]
+              "selection_dev_value", "trial_steps", "selection_time_s", "learned", "learning_note"]
 TOLERANCE = 1e-6  # recomputed vs recorded metric
+NEAR_DUP = "_no_near_dup"   # suffix of a metric on the test rows without the near-duplicates of train
+HEADLINE_METRICS = ["macro_f1", "accuracy", "r2", "mse"]   # the ones runs.csv gives without them too
 SUMMARY_SCHEMA = {"dataset": pl.String, "task": pl.String, "model": pl.String, "method": pl.String,
                   "metric": pl.String, "mean": pl.Float64, "sd": pl.Float64, "ci_low": pl.Float64,
                   "ci_high": pl.Float64, "n_seeds": pl.Int64, "ci_over": pl.String, "confidence": pl.Float64,
-                  "resampling_unit": pl.String}
+                  "resampling_unit": pl.String, "mean_no_near_dup": pl.Float64, "sd_no_near_dup": pl.Float64,
+                  "ci_low_no_near_dup": pl.Float64, "ci_high_no_near_dup": pl.Float64,
+                  "near_dup_rows_dropped": pl.Int64}
 CI_OVER = {False: "test examples", True: "seeds and test examples"}
 COMPARISON_SCHEMA = {"dataset": pl.String, "task": pl.String, "a": pl.String, "model_a": pl.String,
                      "b": pl.String, "model_b": pl.String, "metric": pl.String, "value_a": pl.Float64,
@@ -235,6 +243,7 @@ def run_row(run: Run) -> dict:
     row.update(git_commit=provenance.get("git_commit"), started=provenance.get("started"),
                ended=provenance.get("ended"),
                cpu=f"{machine['cpu']} ({machine.get('cpu_count')} cores)" if machine.get("cpu") else None)
+    row["data_table"] = (rec.get("data") or {}).get("table")   # beside it the dataset's manifest.json
     row["run_dir"] = str(run.run_dir)
     return row
 
@@ -259,7 +268,8 @@ def chosen_on_dev(run: Run) -> dict:
         by_candidate = prompt.get("dev_by_candidate") or {}
         return {"chosen_on_dev": f"verbaliser={prompt['verbaliser']} scoring={prompt['scoring']}",
                 "dev_by_value": " ".join(f"{c}:{v:.4f}" for c, v in by_candidate.items()) or None,
-                "selection_dev_metric": prompt.get("dev_metric")}   # its time is in the run's own wall time
+                "selection_dev_metric": prompt.get("dev_metric"),
+                "selection_dev_value": prompt.get("dev_value")}   # its time is in the run's own wall time
     if isinstance(grown, dict):
         by_value = grown.get("dev_by_value") or {}
         return {"chosen_on_dev": f"{grown['key']}={grown['chosen']:g}", "grid": _grid(grown["grid"]),
@@ -289,8 +299,10 @@ def _grid(values) -> str:
     return " ".join(f"{v:g}" for v in values)
 
 
-def runs_table(runs: list[Run]) -> pl.DataFrame:
-    rows = [run_row(r) for r in runs]
+def runs_table(runs: list[Run], extra: dict[str, dict] | None = None) -> pl.DataFrame:
+    """One row per run; `extra`: run name → columns computed beside the run (its metrics without the
+    near-duplicates of train), placed after its metrics."""
+    rows = [{**run_row(r), **(extra or {}).get(r.name, {})} for r in runs]
     seen = list(dict.fromkeys(k for row in rows for k in row))
     metric_order = CLASSIFICATION_METRICS + REGRESSION_METRICS + ["unparseable_rate"]
     metric_keys = {k for r in runs for k in r.record["metrics"]}
@@ -300,9 +312,10 @@ def runs_table(runs: list[Run]) -> pl.DataFrame:
     cost_cols = [k for k in COST_ORDER if k in seen] + sorted(k for k in seen if k in cost_keys
                                                               and k not in COST_ORDER and k not in metrics_cols)
     metrics_cols += [k for k in seen if k.startswith("f1_") and k not in metrics_cols + cost_cols]
+    metrics_cols += [k for k in ["near_dup_rows_dropped", *(m + NEAR_DUP for m in HEADLINE_METRICS)] if k in seen]
     settings_cols = [k for k in SETTINGS if k in seen and k not in metrics_cols + cost_cols]
     dev_cols = [k for k in DEV_CHOICE if k in seen]
-    provenance_cols = ["git_commit", "cpu", "started", "ended", "run_dir"]
+    provenance_cols = ["git_commit", "cpu", "started", "ended", "data_table", "run_dir"]
     columns = IDENTITY + metrics_cols + cost_cols + settings_cols + dev_cols + provenance_cols
     return pl.DataFrame({c: [row.get(c) for row in rows] for c in columns}, strict=False)
 
@@ -353,6 +366,59 @@ def summary_rows(group: tuple, runs: list[Run], boot: Bootstrap, confidence: flo
         if all(isinstance(v, (int, float)) for v in values):
             rows.append(row(metric, values, (None, None)))
     return rows
+
+
+# ---- near-duplicates of train in test ---------------------------------------------------------------------
+
+def flagged_test_ids(tables: dict[str, pl.DataFrame]) -> dict[str, set[str]]:
+    """dataset → the ids of its test rows flagged near_duplicate_of_train (the key of a train or dev text),
+    for each dataset whose table flags any: a test split the source or a published protocol fixes. A split we
+    make never cuts a near-duplicate unit, so it flags none."""
+    flagged = {}
+    for dataset, table in tables.items():
+        if "near_duplicate_of_train" in table.columns:
+            ids = set(table.filter(pl.col("near_duplicate_of_train").fill_null(False))["id"].to_list())
+            if ids:
+                flagged[dataset] = ids
+    return flagged
+
+
+def kept_ids(run: Run, flagged: dict[str, set[str]]) -> list[str] | None:
+    """The run's test ids without the near-duplicates of train; None where its dataset flags none."""
+    if run.dataset not in flagged:
+        return None
+    return [i for i in run.ids if i not in flagged[run.dataset]]
+
+
+def near_dup_facts(run: Run, boot: Bootstrap, flagged: dict[str, set[str]]) -> dict:
+    """runs.csv's columns: the headline metrics on the test rows without the near-duplicates, and how many
+    rows that drops."""
+    kept = kept_ids(run, flagged)
+    if not kept:
+        return {}
+    reps = boot.of(run, kept)
+    return {"near_dup_rows_dropped": len(run.ids) - len(kept),
+            **{f"{m}{NEAR_DUP}": reps[m][0] for m in HEADLINE_METRICS if m in reps}}
+
+
+def near_dup_summary(group: tuple, runs: list[Run], boot: Bootstrap, flagged: dict[str, set[str]],
+                     confidence: float) -> dict[str, dict]:
+    """metric → summary.csv's *_no_near_dup columns for the group: mean, sd and interval as for all test rows
+    (the same bootstrap, on each run's test rows without the near-duplicates), and the rows dropped."""
+    kept = [kept_ids(r, flagged) for r in runs]
+    if not all(kept):
+        return {}
+    per_seed = [boot.of(r, ids) for r, ids in zip(runs, kept)]
+    dropped = max(len(r.ids) - len(ids) for r, ids in zip(runs, kept))
+    out = {}
+    for metric in per_seed[0]:
+        points = np.array([reps[metric][0] for reps in per_seed], dtype=float)
+        pooled = stats.pool_seeds(np.stack([reps[metric][1] for reps in per_seed]), group_seed(group))
+        low, high = stats.percentile_ci(pooled, confidence)
+        out[metric] = {"mean_no_near_dup": float(points.mean()),
+                       "sd_no_near_dup": float(points.std(ddof=1)) if len(points) > 1 else None,
+                       "ci_low_no_near_dup": low, "ci_high_no_near_dup": high, "near_dup_rows_dropped": dropped}
+    return out
 
 
 # ---- comparisons.csv --------------------------------------------------------------------------------------
@@ -435,18 +501,23 @@ def strata_rows(group: tuple, runs: list[Run], table: pl.DataFrame | None) -> li
 def aggregate_runs(metrics_paths, predictions_paths, runs_csv, summary_csv, comparisons_csv, strata_csv=None,
                    tables: dict | None = None, comparisons=(), bootstrap_samples: int = 2000,
                    confidence: float = 0.95, clusters: dict | None = None) -> None:
-    """`tables`: dataset → its table.parquet (for the agreement strata and the clusters); `clusters`: dataset →
-    its config key `cluster` (group, duplicates or None: resample rows)."""
+    """`tables`: dataset → its table.parquet (for the agreement strata, the clusters and the near-duplicates of
+    train in test); `clusters`: dataset → its config key `cluster` (group, duplicates or None: resample rows)."""
     runs = with_generated_runs([load_run(m, p) for m, p in zip(metrics_paths, predictions_paths)])
+    loaded = {d: pl.read_parquet(path) for d, path in (tables or {}).items()}
     units = {d: how for d, how in (clusters or {}).items() if how}
     for d in units:
-        if d not in (tables or {}):
+        if d not in loaded:
             raise ValueError(f"dataset '{d}' declares cluster '{units[d]}', but no table.parquet was given")
-    boot = Bootstrap(bootstrap_samples, {d: bootstrap_clusters(pl.read_parquet(tables[d]), how, f"dataset '{d}'")
+    boot = Bootstrap(bootstrap_samples, {d: bootstrap_clusters(loaded[d], how, f"dataset '{d}'")
                                          for d, how in units.items()}, units)
+    flagged = flagged_test_ids(loaded)
     groups = groups_of(runs)
-    summary = [row for group, members in groups.items()
-               for row in summary_rows(group, members, boot, confidence)]
+    summary = []
+    for group, members in groups.items():
+        near = near_dup_summary(group, members, boot, flagged, confidence)
+        summary += [{**row, **near.get(row["metric"], {})}
+                    for row in summary_rows(group, members, boot, confidence)]
     compared = []
     datasets = list(dict.fromkeys(r.dataset for r in runs))
     for a, b in comparisons:
@@ -457,13 +528,12 @@ def aggregate_runs(metrics_paths, predictions_paths, runs_csv, summary_csv, comp
                 compared += comparison_rows(dataset, ((a, model_a), (b, model_b)),
                                             groups[dataset, model_a, a], groups[dataset, model_b, b],
                                             boot, confidence)
-    files.write_csv(runs_csv, runs_table(runs))
+    files.write_csv(runs_csv, runs_table(runs, {r.name: near_dup_facts(r, boot, flagged) for r in runs}))
     files.write_csv(summary_csv, pl.DataFrame(summary, schema=SUMMARY_SCHEMA))
     files.write_csv(comparisons_csv, pl.DataFrame(compared, schema=COMPARISON_SCHEMA))
     if strata_csv is not None:
-        loaded = {d: pl.read_parquet(path) for d, path in (tables or {}).items()}
         strata = [row for group, members in groups.items()
                   for row in strata_rows(group, members, loaded.get(group[0]))]
         files.write_csv(strata_csv, pl.DataFrame(strata, schema=STRATA_SCHEMA))
-    print(f"aggregated {len(runs)} runs in {len(groups)} groups; {len(compared)} comparison rows")
-
+    print(f"aggregated {len(runs)} runs in {len(groups)} groups; {len(compared)} comparison rows"
+          + "".join(f"; {d}: {len(ids)} test rows near-duplicates of train" for d, ids in flagged.items()))

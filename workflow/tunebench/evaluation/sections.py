@@ -9,6 +9,7 @@ into its method's row as a column wherever methods are listed: it is the same ru
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -404,7 +405,8 @@ def confusion_of(runs: pl.DataFrame) -> tuple[list[str], np.ndarray] | None:
 
 def dataset_sections(s: Scope, anchors: list[dict], n_words: int) -> list:
     blocks = [("h2", f"{s.name} ({s.task}; ranked by {metric_name(s.primary)})")]
-    for section in (methods_section, lambda s: anchors_section(s, anchors), per_class_section, prompting_section,
+    for section in (methods_section, near_duplicates_section, lambda s: anchors_section(s, anchors),
+                    per_class_section, prompting_section,
                     comparisons_section, parse_rules_section, strata_section, cost_section, figures_section,
                     selection_section, lambda s: dictionary_section(s, n_words)):
         blocks += section(s)
@@ -436,6 +438,80 @@ def methods_section(s: Scope) -> list:
                      *(stat_cell(s, model, method, m) for m in metrics),
                      *(stat_cell(s, model, method, m, generated=True) for m in generated), notes(s, model, method)])
     return [("h3", "Methods"), table(header, rows), ("p", METHODS_LEGEND)]
+
+
+NEAR_DUP_TEXT = (
+    "This dataset's test split is fixed by its source, and some of its test rows repeat a train or dev text up "
+    "to case, Unicode form, mojibake, quotes, punctuation, spacing, URLs and @handles (the near-duplicate key; "
+    "column near_duplicate_of_train of the dataset's table.parquet): texts the models may have learned from. The "
+    "headline metrics on every test row and on the test rows without them (mean over seeds and interval, as "
+    "above; summary.csv's *_no_near_dup columns). A method scored on the fixed test subset drops the flagged "
+    "rows in it.")
+
+
+def near_duplicates_section(s: Scope) -> list:
+    """Where the dataset's table flags test rows as near-duplicates of train (a test split the source fixes):
+    how many and a few of them (from the dataset's manifest), and the headline metrics without them."""
+    if "mean_no_near_dup" not in s.summary.columns:
+        return []
+    flagged = s.summary.filter(pl.col("mean_no_near_dup").is_not_null())
+    if flagged.is_empty():
+        return []
+    metrics = list(dict.fromkeys(m for m in (s.primary, SECOND_METRIC[s.task]) if m in s.metrics))
+    header = ["method", "model", "test rows", "near-duplicates dropped"]
+    header += [f"{metric_name(m)}{part}" for m in metrics for part in (": all test rows", ": without near-duplicates")]
+    rows = []
+    for r in s.ranked.iter_rows(named=True):
+        model, method = r["model"], r["method"]
+        by_metric = {m: stat(s, model, method, m) for m in metrics}
+        if any(row is None or row.get("mean_no_near_dup") is None for row in by_metric.values()):
+            continue
+        dropped = fmt_int(by_metric[metrics[0]]["near_dup_rows_dropped"])
+        rows.append([method, model, test_rows(s, model, method), dropped,
+                     *(cell for m in metrics for cell in (value_cell(by_metric[m]), without_near_dup(by_metric[m])))])
+    return [("h3", "Near-duplicates of train in test"), ("p", NEAR_DUP_TEXT), *near_dup_examples(s),
+            table(header, rows)]
+
+
+def without_near_dup(row: dict) -> str:
+    """A summary row's value cell on the test rows without the near-duplicates of train."""
+    return value_cell({**row, "mean": row["mean_no_near_dup"], "sd": row["sd_no_near_dup"],
+                       "ci_low": row["ci_low_no_near_dup"], "ci_high": row["ci_high_no_near_dup"]})
+
+
+def near_dup_examples(s: Scope, n: int = 5) -> list:
+    """The count and a few examples of the near-duplicates of train in test, from the dataset's manifest.json
+    (beside the table its runs read, runs.csv's data_table); nothing where it is not found."""
+    manifest = data_manifest(s) or {}
+    found = manifest.get("test_near_duplicates_of_train")
+    if not found:
+        return []
+    total = (manifest.get("rows_per_split") or {}).get("test")
+    other = next((v for k, v in found.items() if k.startswith("other_")), None)
+    text = f"{fmt_int(found['rows'])} of the {fmt_int(total)} test rows are near-duplicates of a train or dev text"
+    if other:
+        text += f", {other} of them with another {'label' if s.task == 'classification' else 'target'}"
+    items = [f"{e['id']}: “{plain(e['test_text'])}” — “{plain(e['seen_text'])}”"
+             for e in found.get("examples", [])[:n]]
+    if not items:
+        return [("p", text + ".")]
+    return [("p", text + ". For example (the test text, then the train or dev text it repeats):"), ("list", items)]
+
+
+def plain(text: str) -> str:
+    """A text shown as it is in Markdown: its characters that Markdown reads as formatting escaped."""
+    return re.sub(r"([\\`*_\[\]<>#|~])", r"\\\1", " ".join(str(text).split()))
+
+
+def data_manifest(s: Scope) -> dict | None:
+    """The dataset's manifest.json, found beside the table.parquet its runs read (None if not found)."""
+    if "data_table" not in s.runs.columns:
+        return None
+    for table_path in s.runs["data_table"].drop_nulls().unique(maintain_order=True).to_list():
+        path = Path(table_path).parent / "manifest.json"
+        if path.exists():
+            return json.loads(path.read_text())
+    return None
 
 
 def anchors_section(s: Scope, anchors: list[dict]) -> list:
