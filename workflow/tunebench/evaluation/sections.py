@@ -598,7 +598,8 @@ def per_class_blocks(s: Scope, rows: list[dict], title: str, level: str = "h4") 
 PROMPTING_TEXT = (
     "Fatemi & Hu's question — does fine-tuning beat zero- and few-shot prompting of an instruction-tuned model, "
     "and do more demonstrations help? — on this dataset. Demonstrations come from the training split only (drawn "
-    "at random once per seed, or the most similar training texts per test text). Label scoring compares the "
+    "at random once per seed and shared by every test text, class-balanced, drawn afresh per test text, or the most "
+    "similar training texts per test text). Label scoring compares the "
     "label words' log-likelihoods by a scoring rule (sum, per-token mean, per-byte, contextual calibration or "
     "PMI) that each prompting run chose, with its answer words, on a fixed dev sample; the column after it gives "
     "the same runs' test score under the uncalibrated per-token mean, so the reader sees how much of the gap the "
@@ -612,7 +613,7 @@ def approach(r: dict) -> str | None:
     if r["strategy"] == "icl":
         if not r.get("k"):
             return "prompting, zero-shot" + generated
-        return f"prompting, {r.get('selection') or 'random'} demonstrations" + generated
+        return f"prompting, {draw_name(r)} demonstrations" + generated
     if r["strategy"].startswith("generative_"):
         return "fine-tuned generative" + generated
     if r["family"] == "encoder":
@@ -638,7 +639,78 @@ def prompting_section(s: Scope) -> list:
             rows.append([approach(r), method, model, str(r.get("k") or 0) if r["strategy"] == "icl" else "",
                          str(own["n_seeds"]), test_rows(s, model, method), value_cell(own),
                          *scoring_cells(s, r), stat_cell(s, model, method, s.primary, generated=True)])
-    return [("h3", "Fine-tuning vs prompting"), ("p", PROMPTING_TEXT), table(header, rows)]
+    return [("h3", "Fine-tuning vs prompting"), ("p", PROMPTING_TEXT), table(header, rows),
+            *best_prompting_by_k(s, groups), *draw_cost_blocks(s)]
+
+
+DRAW_NAMES = {"random/per_run": "random", "balanced/per_run": "class-balanced", "random/per_query": "per-query random",
+              "balanced/per_query": "per-query class-balanced", "similar": "similar"}
+
+
+def draw_name(r: dict) -> str:
+    """How a run's demonstrations were drawn, in words (runs.csv demonstration_draw, else its selection)."""
+    draw = r.get("demonstration_draw")
+    return DRAW_NAMES.get(draw, draw) if draw else (r.get("selection") or "random")
+
+
+BEST_BY_K_TEXT = (
+    "Per k, the prompting configuration — demonstration draw, scoring rule and answer words — with the best dev "
+    "score (the runs' own dev choice, mean over seeds; every draw scores the same fixed dev sample), its test score, "
+    "and the same runs' test score under the uncalibrated per-token mean with the same answer words: the difference "
+    "is what the scoring rule chosen on dev adds. Nothing here is picked on test.")
+
+
+def best_prompting_by_k(s: Scope, groups: list[dict]) -> list:
+    """Per model and k, the label-scoring prompting method whose runs' dev choice scored best on dev, beside its
+    test metric under the per-token mean (runs.csv macro_f1_mean: the uncalibrated rule)."""
+    best: dict[tuple, tuple[float, dict]] = {}
+    for r in groups:
+        scored = r["strategy"] == "icl" and r.get("decoding") != "generate"
+        dev = mean_of(group_runs(s, r["model"], r["method"]), "selection_dev_value") if scored else None
+        key = (r["model"], int(r.get("k") or 0))
+        if dev is not None and stat(s, r["model"], r["method"], s.primary) and (key not in best or dev > best[key][0]):
+            best[key] = (dev, r)
+    if not best:
+        return []
+    name = metric_name(s.primary)
+    rows = []
+    for (model, k), (dev, r) in sorted(best.items()):
+        chosen = stat(s, model, r["method"], s.primary)
+        uncalibrated = mean_of(group_runs(s, model, r["method"]), f"{s.primary}_mean")
+        how = f"{draw_name(r)} demonstrations; " if k else ""
+        rows.append([model, str(k), f"{r['method']}: {how}{scoring_cells(s, r)[0]}", fmt(dev), value_cell(chosen),
+                     fmt(uncalibrated), "–" if uncalibrated is None else fmt(chosen["mean"] - uncalibrated)])
+    header = ["model", "k", "chosen on dev (draw; scoring rule, answer words)", f"dev {name}", f"test {name}",
+              f"test {name} by per-token mean, uncalibrated", "chosen − uncalibrated"]
+    return [("h4", "Best prompting configuration per k, chosen on dev"), ("p", BEST_BY_K_TEXT), table(header, rows)]
+
+
+DRAW_COST_TEXT = (
+    "What each way of drawing demonstrations cost, per k: mean wall seconds of a run's job (loading, the dev "
+    "choice of scoring rule and answer words, prompting the test rows, writing) and per test row, and the "
+    "inference seconds per test row. A draw per test text prompts a different prefix for every row (and, with "
+    "contextual calibration, its content-free inputs once per row), where one draw per run shares it.")
+
+
+def draw_cost_blocks(s: Scope) -> list:
+    """Mean cost of the prompting runs by model, k and demonstration draw (runs.csv's cost columns)."""
+    if not {"demonstration_draw", "wall_time_s", "n_test"} <= set(s.runs.columns):
+        return []
+    runs = s.runs.filter(~folded(s.runs)).filter((pl.col("strategy") == "icl") & pl.col("n_test").is_not_null()
+                                                 & pl.col("demonstration_draw").is_not_null())
+    if runs.is_empty():
+        return []
+    rows = []
+    per_row = lambda column: pl.col(column).cast(pl.Float64, strict=False) / pl.col("n_test")  # noqa: E731
+    for (model, k, draw), part in runs.sort("model", "k", "demonstration_draw").group_by(
+            ["model", "k", "demonstration_draw"], maintain_order=True):
+        wall = part.select(per_row("wall_time_s"))["wall_time_s"].mean()
+        inference = part.select(per_row("eval_time_s"))["eval_time_s"].mean() if "eval_time_s" in part.columns else None
+        rows.append([model, str(k or 0), DRAW_NAMES.get(draw, draw), str(part.height),
+                     fmt(mean_of(part, "wall_time_s"), 1), fmt(wall, 2), fmt(inference, 2)])
+    header = ["model", "k", "demonstration draw", "runs", "wall seconds per run", "wall seconds per test row",
+              "inference seconds per test row"]
+    return [("h4", "Cost of each demonstration draw"), ("p", DRAW_COST_TEXT), table(header, rows)]
 
 
 def scoring_cells(s: Scope, r: dict) -> list[str]:
