@@ -549,6 +549,7 @@ def test_collapsed_runs_are_flagged_and_per_class_f1_and_prompt_choices_are_show
     assert collapsed["f1_negative"] == 0.0 and collapsed["demonstration_draw"] == "random/per_run"
     chosen = runs.filter(pl.col("method") == "llm_k1").row(0, named=True)
     assert chosen["chosen_on_dev"] == "verbaliser=labels scoring=calibrated" and not chosen["collapsed"]
+    assert chosen["selection_dev_value"] == 0.5   # the chosen candidate's dev score, for the best-per-k table
     build_report(out / "runs.csv", out / "summary.csv", out / "comparisons.csv",
                  REPO / "data" / "reference" / "published.yaml", out / "report.md", out / "report.html",
                  readme_md=out / "readme_table.md")

@@ -256,7 +256,7 @@ def chosen_on_dev(run: Run) -> dict:
     cost = run.record.get("cost", {})
     selection, head, grown = cost.get("selection"), cost.get("selected"), cost.get("grid_search")
     if isinstance(selection, dict):
-        by_value = selection.get("dev_by_learning_rate") or {}
+        by_value = selection.get("dev_by_learning_rate") or selection.get("dev_by_value") or {}
         return {"chosen_on_dev": f"learning_rate={selection['chosen']:g}",
                 "learning_rate_from": selection.get("from_method"), "grid": _grid(selection["grid"]),
                 "on_edge": bool(selection["on_edge"]), "selection_time_s": selection.get("selection_time_s"),

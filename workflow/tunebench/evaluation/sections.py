@@ -1019,13 +1019,15 @@ def other_anchors(anchors: list[dict]) -> list:
 SETTINGS_TEXT = (
     "Every tuned setting was chosen on the dev split, per dataset, never on test. Trained strategies: a trial per "
     "learning rate on each selection seed (the mean dev metric decides; within one standard error, the rate whose "
-    "seeds disagree least), either as long as the final run (each selection seed's winning trial is then its "
-    "run) or shortened to trial_fraction of its optimizer steps (the trial length column), then every seed "
-    "trained at the chosen rate. Heads and baselines: each penalty of the grid fitted to convergence. Every grid "
-    "grows by one point past its edge while the choice sits there (\"grown from\" names the declared grid); "
-    "\"edge\" marks a choice still on an edge because the growth bound was hit. Prompting: each run's answer "
-    "words and scoring rule by prompting a fixed dev sample with the run's own demonstrations. Other settings "
-    "(budgets, k, templates) are fixed in the config, the same for every method of a family.")
+    "seeds disagree least), either as long as the final run (each selection seed's winning trial is then its run) or "
+    "shortened to trial_fraction of its optimizer steps (the trial length column), after as many rounds of successive"
+    " halving as the column says (each trains every remaining rate a fraction of the budget and keeps the better "
+    "half), then every seed trained at the chosen rate. Heads and baselines: each penalty of the grid fitted to "
+    "convergence. Every grid grows by one point past its edge while the choice sits there (\"grown from\" names the "
+    "declared grid); \"edge\" marks a choice still on an edge because the growth bound was hit (a choice on an edge "
+    "whose neighbour scores the same sits on a plateau and is not marked). Prompting: each run's answer words and "
+    "scoring rule by prompting a fixed dev sample with the run's own demonstrations. Other settings (budgets, k, "
+    "templates) are fixed in the config, the same for every method of a family.")
 
 
 def dev_choices(runs: pl.DataFrame) -> list:
@@ -1036,11 +1038,12 @@ def dev_choices(runs: pl.DataFrame) -> list:
         ["dataset", "model", "method"], maintain_order=True)
     rows = [[r["dataset"], label(r["method"], r["model"]),
              r["chosen_on_dev"] + (f" (by {r['learning_rate_from']})" if r.get("learning_rate_from") else ""),
-             grid_cell(r), edge_cell(r), str(r.get("selection_seeds") or "–"), dev_values(r), trial_cell(r),
-             fmt(r.get("selection_time_s"), 1)]
+             grid_cell(r), edge_cell(r), str(r.get("selection_seeds") or "–"), halving_cell(r), dev_values(r),
+             trial_cell(r), fmt(r.get("selection_time_s"), 1)]
             for r in chosen.iter_rows(named=True)]
     header = ["dataset", "method", "chosen on dev", "values tried", "on an edge", "seeds averaged",
-              "dev metric by value", "trial length (optimizer steps)", "selection time (s)"]
+              "successive-halving rounds", "dev metric by value", "trial length (optimizer steps)",
+              "selection time (s)"]
     return [("h2", "How settings were chosen"), ("p", SETTINGS_TEXT), table(header, rows)]
 
 
@@ -1079,7 +1082,14 @@ def dev_values(row: dict) -> str:
     """'1e-4: 0.612, 3e-4: 0.701' from the runs table's dev_by_value ('' for a choice without a trace)."""
     pairs = dict(item.rsplit(":", 1) for item in str(row.get("dev_by_value") or "").split())
     metric = metric_name(row.get("selection_dev_metric") or "")
-    return (f"{metric} " if pairs else "") + ", ".join(f"{v}: {float(pairs[v]):.3f}" for v in numeric_order(list(pairs)))
+    values = ", ".join(f"{v}: {float(pairs[v]):.3f}" for v in numeric_order(list(pairs)))
+    return f"{metric} {values}" if metric and pairs else values
+
+
+def halving_cell(row: dict) -> str:
+    """The successive-halving rounds before the full-length trials ('–' for a choice made without a search)."""
+    rounds = row.get("halving_rounds")
+    return "–" if rounds is None else str(int(rounds))
 
 
 def trial_cell(row: dict) -> str:
