@@ -109,6 +109,10 @@ def test_the_report_shows_the_near_duplicates_where_the_table_flags_them(aggrega
     assert line.startswith("| a | none | 10 | 2 |") and "| 0.600 [" in line and "| 0.500 [" in line
     assert "| 0.625 ± 0.177 [" in next(row for row in section.splitlines() if row.startswith("| b | none |"))
     assert "Near-duplicates" not in fpb   # nothing flagged there
+    # the headline gives its methods without them too, for tfns alone
+    headline = md.split("## Headline")[1].split("\n## ")[0]
+    assert headline.count("Without the test rows that are near-duplicates of a train or dev text, macro-F1: ") == 1
+    assert "(2 rows dropped)" in headline.split("### Winner on tfns")[1]
 
 
 def test_no_near_duplicate_section_without_the_columns(aggregated, tmp_path):

@@ -332,6 +332,7 @@ def headline_detail(s: Scope, winner: dict, other: dict | None) -> list:
     blocks = [("h3", f"Winner on {s.name}: {label(winner['method'], winner['model'])}")]
     if other is not None:
         blocks.append(("p", gap_sentence(s, winner, other)))
+    blocks += near_dup_sentence(s, chosen)
     header = ["role", "method", "family", "train (s)", "dev selection (s)", "inference, whole test set (s)",
               "total (s)", "trainable params", "params used", "notes"]
     rows = []
@@ -471,6 +472,18 @@ def near_duplicates_section(s: Scope) -> list:
                      *(cell for m in metrics for cell in (value_cell(by_metric[m]), without_near_dup(by_metric[m])))])
     return [("h3", "Near-duplicates of train in test"), ("p", NEAR_DUP_TEXT), *near_dup_examples(s),
             table(header, rows)]
+
+
+def near_dup_sentence(s: Scope, chosen: list[dict]) -> list:
+    """The headline methods' primary metric without the near-duplicates of train in test, where there are any."""
+    if "mean_no_near_dup" not in s.summary.columns:
+        return []
+    parts = [f"{label(r['method'], r['model'])} {without_near_dup(r)} ({fmt_int(r['near_dup_rows_dropped'])} rows "
+             f"dropped)" for r in chosen if r.get("mean_no_near_dup") is not None]
+    if not parts:
+        return []
+    return [("p", f"Without the test rows that are near-duplicates of a train or dev text, {metric_name(s.primary)}: "
+                  + "; ".join(parts) + " (see “Near-duplicates of train in test” below).")]
 
 
 def without_near_dup(row: dict) -> str:
