@@ -38,8 +38,17 @@ def test_contradictions_are_found():
     assert compared == 1 and found.select("b").to_series().to_list() == ["y"]
 
 
+def kept_protocol(folder: Path) -> str | None:
+    from tunebench.evaluation import readme
+
+    return readme.protocol_of(readme.study_commit(readme.read_kept(folder)))
+
+
 @pytest.mark.skipif(not (QUICK / "comparisons.csv").exists(), reason="no quick study kept in docs/results/quick")
 def test_the_quick_study_agrees_in_sign_with_the_full_one():
+    if kept_protocol(FULL) == "previous":
+        pytest.skip("the kept full study predates the current protocol: the quick one is not its size-down")
+    assert kept_protocol(QUICK) != "previous", "the kept quick study predates the current protocol"
     full, quick = pl.read_csv(FULL / "comparisons.csv"), pl.read_csv(QUICK / "comparisons.csv")
     found, compared = contradictions(full, quick)
     assert compared > 0, "no significant comparison of the full study is in the quick one"
