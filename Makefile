@@ -83,9 +83,11 @@ timed-run: $(INSTALLED) ## run CONFIG's study under /usr/bin/time -v -> STUDY_LO
 	/usr/bin/time -v -a -o $(STUDY_LOG).tmp $(ENV) $(BIN)/snakemake --cores $(CORES) --keep-going --configfile $(CONFIG) $(PROGRESS)
 	mv $(STUDY_LOG).tmp $(STUDY_LOG)
 
-# (g) comes from the kept `make timed-run` log of the default study (a log of another config gives no figure);
-# pass BENCH_ARGS=--run-study to measure it again (over an hour on 2 cores).
-BENCH_ARGS ?= --study-log docs/results/study_time.log \
+# (g) comes from the kept `make timed-run` logs of the quick study (docs/results/quick/) and the full one
+# (docs/results/), each where it exists (a log of another config gives no figure); pass BENCH_ARGS=--run-study
+# to measure the quick one again.
+BENCH_ARGS ?= $(if $(wildcard docs/results/quick/study_time.log),--study-log docs/results/quick/study_time.log) \
+	$(if $(wildcard docs/results/study_time.log),--full-study-log docs/results/study_time.log) \
 	$(if $(wildcard docs/results/avx2/study_time.log),--avx2-study-log docs/results/avx2/study_time.log)
 bench: $(INSTALLED) ## measure training and inference cost (bench/README.md)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)

@@ -1,10 +1,12 @@
-"""`python -m bench.run [--quick] [--only NAME ...] [--study-log PATH] [--run-study] [--study-dir PATH]`: measure,
+"""`python -m bench.run [--quick] [--only NAME ...] [--study-log PATH] [--full-study-log PATH] [--run-study]
+[--study-dir PATH] [--before-study-dir PATH]`: measure,
 then write
 latest.json (every number, the machine, the date) and latest.md (figure, workload, value, target, met?).
 
 Figures: finetune (a, b), head_cache (c), icl (d), tokenize (e), snakemake (f), study (g), qlora (h),
-generative (i), levers (j), avx2_pairs (k) and attention_pairs (l), these two only with --study-dir, and
-lm_eval (m, needs the test extra lm-eval); see README.md.
+generative (i), levers (j), avx2_pairs (k) and attention_pairs (l), these two only with --study-dir,
+lm_eval (m, needs the test extra lm-eval) and job_overhead (n, with --study-dir: it only reads the study's logs and
+run records); see README.md.
 With --only, the other figures keep their values from the previous latest.json in the output folder (each figure
 carries its own date and threads; `machine` describes the latest invocation). Quick mode runs tiny slices and tiny
 models to prove the code runs; its numbers mean
@@ -40,6 +42,7 @@ FIGURES = {
     "avx2_pairs": ("k", "bench.avx2_pairs"),
     "attention_pairs": ("l", "bench.avx2_pairs"),
     "lm_eval": ("m", "bench.lm_eval_speed"),
+    "job_overhead": ("n", "bench.job_overhead"),
 }
 
 # (figure name, key, unit, target text, check); a key without a target is reported for context.
@@ -59,9 +62,16 @@ TARGETS = [
     ("snakemake", "paper_dryrun_s", "s", "≤ 5 s", lambda v: v <= 5),
     ("snakemake", "paper_dryrun_s_fake_scontrol", "s", "≤ 5 s", lambda v: v <= 5),
     ("snakemake", "paper_jobs", "", "", None),
-    ("study", "default_study_s", "s", "≤ 15 min", lambda v: v <= 15 * 60),
-    ("study", "default_study_peak_rss_mb", "MB", "", None),
-    ("study", "study_estimate_ratio", "x", "0.5–1.5× (estimate / measured)", lambda v: 0.5 <= v <= 1.5),
+    # (g) also gives default_study_s, default_study_peak_rss_mb and study_estimate_ratio: the quick study's, by
+    # their names of before there were two studies (not repeated in the table).
+    ("study", "quick_study_s", "s", "≤ 15 min", lambda v: v <= 15 * 60),
+    ("study", "quick_study_estimate_ratio", "x", "0.5–1.5× (estimate / measured)", lambda v: 0.5 <= v <= 1.5),
+    ("study", "quick_study_isa", "", "", None),
+    ("study", "quick_study_peak_rss_mb", "MB", "", None),
+    ("study", "full_study_s", "s", "", None),
+    ("study", "full_study_estimate_ratio", "x", "0.5–1.5× (estimate / measured)", lambda v: 0.5 <= v <= 1.5),
+    ("study", "full_study_isa", "", "", None),
+    ("study", "full_study_peak_rss_mb", "MB", "", None),
     ("study", "default_study_s_avx2", "s", "", None),
     ("study", "avx2_study_ratio", "x", "≤ 2× the native study", lambda v: v <= 2),
     ("study", "study_estimate_ratio_avx2", "x", "0.5–1.5× (estimate / measured)", lambda v: 0.5 <= v <= 1.5),
@@ -88,6 +98,11 @@ TARGETS = [
     ("lm_eval", "lm_eval_scoring_speedup", "x", "", None),
     ("lm_eval", "lm_eval_max_abs_diff", "", "≤ 1e-4 (fp32)", lambda v: v <= 1e-4),
     ("lm_eval", "lm_eval_pairs", "", "", None),
+    # (n) also gives each rule's median, p90 and job count (job_overhead_* / job_duration_*_<rule>): latest.md's
+    # table under the main one.
+    *[("job_overhead", f"job_overhead_{what}{side}", unit, target, check)
+      for side in ("", "_before") for what, unit, target, check in (
+          ("median_s", "s", "≤ 3 s", lambda v: v <= 3), ("p90_s", "s", "", None), ("jobs", "", "", None))],
 ]
 
 
@@ -96,13 +111,16 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true", help="tiny slices and models: checks the code, not speed")
     parser.add_argument("--only", nargs="+", choices=list(FIGURES), metavar="NAME",
                         help=f"figures to measure (default all): {', '.join(FIGURES)}")
-    parser.add_argument("--study-log", help="`/usr/bin/time -v make run` log for figure (g)")
+    parser.add_argument("--study-log", help="the quick study's `make timed-run` log (config/config.yaml), for (g)")
+    parser.add_argument("--full-study-log", help="the full study's `make timed-run` log (config/study.yaml), for (g)")
     parser.add_argument("--avx2-study-log", help="the same study's `make timed-run EMULATE_AVX2=1` log, for (g)")
     parser.add_argument("--run-study", action="store_true", help="run `make run` under /usr/bin/time -v for (g)")
     parser.add_argument("--study-dir", type=Path,
                         help="a finished default study's repository, for (k) and (l): some of its runs rerun two "
                              "ways side by side (natively and as on an AVX2-only CPU, ~35 min on 2 cores; with SDPA "
-                             "and with the config's attention, ~10 min)")
+                             "and with the config's attention, ~10 min); and for (n), its fixed cost per job")
+    parser.add_argument("--before-study-dir", type=Path,
+                        help="for (n): a finished study of before, given side by side with --study-dir's")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
     parser.add_argument("--out", type=Path, help="output folder (default bench/results, quick: bench/results/quick)")
     args = parser.parse_args(argv)
@@ -117,10 +135,13 @@ def measure(name: str, ctx: Context, args) -> dict:
         return module.measure_snakemake(ctx)
     if name == "study":
         return module.measure_study(ctx, args.study_log, args.out / "study-time.log" if args.run_study else None,
-                                    args.avx2_study_log)
+                                    args.avx2_study_log, args.full_study_log)
     if name in ("avx2_pairs", "attention_pairs"):
         study_dir = args.study_dir.resolve() if args.study_dir else None
         return module.measure(ctx, study_dir) if name == "avx2_pairs" else module.measure_attention(ctx, study_dir)
+    if name == "job_overhead":
+        return module.measure(ctx, *(path.resolve() if path else None for path in (args.study_dir,
+                                                                                    args.before_study_dir)))
     return module.measure(ctx)
 
 
@@ -194,6 +215,8 @@ def run(args) -> dict:
 def fmt(value, unit: str) -> str:
     if value is None:
         return "not measured"
+    if isinstance(value, str):
+        return value
     if unit == "x":
         return f"{value:.2f}×"
     if unit == "%":
@@ -233,6 +256,9 @@ def markdown(report: dict) -> str:
             workload = "as above"
         shown.add(name)
         lines.append(f"| ({letter}) `{key}` | {workload.replace('|', '/')} | {fmt(value, unit)} | {target} | {met} |")
+    for name, fig in report["figures"].items():
+        if fig.get("table"):   # a figure's own breakdown
+            lines += ["", f"## ({fig['figure']}) `{name}`", "", *fig["table"]]
     lines += ["", "Raw numbers (both sides of every ratio, per repetition): `latest.json`. What each figure "
               "measures: `bench/README.md`.", ""]
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Figures (f) and (g): Snakemake's own overhead, and the default study end to end.
+"""Figures (f) and (g): Snakemake's own overhead, and the two studies end to end.
 
 (f) `snakemake --dry-run` started twice on the default config: the second start is timed. In the repository when
     its results/ hold a finished default study (then it is the no-op rerun a user pays), else in a fresh working
@@ -7,8 +7,9 @@
     The SLURM executor plugin runs `scontrol show config` when it loads; with slurm-client installed but no
     slurmctld answering, that costs seconds per Snakemake start. So every timing is taken twice: as is, and with
     a fake `scontrol` that exits 1 at once first on PATH (= a machine without that cost).
-(g) Wall time and peak RSS of the default study from a `make timed-run` log (`/usr/bin/time -v`, headed by the
-    commit and config sha256; a log of another config gives no figure). /usr/bin/time reports the largest
+(g) Wall time, peak RSS and estimate ratio of the quick study (config/config.yaml) and the full one
+    (config/study.yaml), each from its `make timed-run` log (`/usr/bin/time -v`, headed by the commit, config
+    sha256, machine and estimate; a log of another config gives no figure). /usr/bin/time reports the largest
     single process's peak (ru_maxrss of the children), not the sum over concurrent jobs.
 """
 
@@ -129,15 +130,30 @@ def measure_snakemake(ctx: Context) -> dict:
     }
 
 
-# --- (g) the default study --------------------------------------------------------------------------------------
+# --- (g) the quick and the full study -------------------------------------------------------------------------
+
+STUDIES = {"quick": DEFAULT_CONFIG, "full": "config/study.yaml"}   # which config each study's log must be of
 
 
 def parse_time_log(path) -> dict:
     return estimate.parse_time_log(Path(path).read_text(), str(path))
 
 
-def config_sha256(configfile: str = "config/config.yaml") -> str:
+def config_sha256(configfile: str = DEFAULT_CONFIG) -> str:
     return hashlib.sha256((REPO / configfile).read_bytes()).hexdigest()
+
+
+def log_config(path) -> str | None:
+    """The config file a `make timed-run` log names in its header."""
+    found = re.search(r"(?m)^# config (\S+) sha256", Path(path).read_text())
+    return found.group(1) if found else None
+
+
+def isa_flags(machine: str | None) -> str | None:
+    """The CPU's vector flags from a log's `# this machine:` line (an emulation's parenthesis left out)."""
+    if not machine:
+        return None
+    return " ".join(re.findall(r"\b(?:avx|amx|sse|neon|sve)\w*", machine.split("(emulating")[0])) or "none"
 
 
 def run_study(log: Path) -> Path:
@@ -145,46 +161,70 @@ def run_study(log: Path) -> Path:
     return log
 
 
-def measure_study(ctx: Context, study_log: str | None, run_into: Path | None, avx2_log: str | None = None) -> dict:
-    """From the given log (`make timed-run`: headed by the commit and config sha256 it ran); or, with run_into (a
-    log path) and not in quick mode, by running the study. A log of another config is no figure of this one.
-    `avx2_log`: the same study emulating an AVX2-only CPU (`make timed-run EMULATE_AVX2=1`) — its time over the
-    native one is #15's figure (≤ 2×)."""
-    if run_into and not ctx.quick:
-        study_log = str(run_study(run_into))
-    if not study_log:
-        return {"workload": "not measured: give --study-log PATH (a `make timed-run` log) or --run-study",
-                "values": {"default_study_s": None, "default_study_peak_rss_mb": None, "study_estimate_ratio": None},
-                "raw": {}}
-    timing = parse_time_log(study_log)
-    current = config_sha256()
+def estimate_ratio(timing: dict) -> float | None:
+    """The estimate `make timed-run` printed before the start over the measured time (#15: within ±50%)."""
+    return timing["estimate_s"] / timing["wall_s"] if timing["estimate_s"] == timing["estimate_s"] else None
+
+
+def one_study(kind: str, log: str | None) -> tuple[dict, dict, str]:
+    """(values, raw, workload) of the quick or full study's `make timed-run` log; a log of another config (its
+    sha256 against the current file) or an emulated one gives None values, and the workload says why."""
+    configfile = STUDIES[kind]
+    keys = [f"{kind}_study_{what}" for what in ("s", "peak_rss_mb", "estimate_ratio", "isa")]
+    if not log:
+        option = "--study-log" if kind == "quick" else "--full-study-log"
+        return dict.fromkeys(keys), {}, f"{kind} study ({configfile}): not measured, give {option} PATH"
+    timing = parse_time_log(log)
+    current = config_sha256(configfile)
+    isa = isa_flags(timing["machine"])
+    values = dict(zip(keys, (timing["wall_s"], timing["peak_rss_mb"], estimate_ratio(timing), isa)))
     note = "" if timing["exit_status"] in (0, None) else f" — the study FAILED (exit status {timing['exit_status']})"
-    values = {"default_study_s": timing["wall_s"], "default_study_peak_rss_mb": timing["peak_rss_mb"],
-              # the estimate `make timed-run` printed before the start, over the measured time (#15: within ±50%)
-              "study_estimate_ratio": (timing["estimate_s"] / timing["wall_s"]
-                                       if timing["estimate_s"] == timing["estimate_s"] else None)}
     if timing["config_sha256"] != current or timing["emulated"]:
         why = (f"emulating {timing['emulated']}" if timing["emulated"] else
-               f"NOT the current config/config.yaml (log: {timing['config_sha256'] or 'no config hash'}, "
-               f"now: {current[:12]})")
+               f"NOT the current {configfile} (log: {log_config(log) or 'no config'} "
+               f"{timing['config_sha256'] or 'no config hash'}, now: {current[:12]})")
         note += f" — {why}: not reported"
-        values = {key: None for key in values}
-    raw = {**timing, "log": study_log, "current_config_sha256": current}
-    workload = (f"default study (`{timing['command'] or 'make run'}`, commit {timing['commit'] or 'unknown'}) "
-                f"from {study_log}; peak RSS is the largest single process{note}")
+        values = dict.fromkeys(keys)
+    workload = (f"{kind} study ({configfile}; `{timing['command'] or 'make run'}`, commit "
+                f"{timing['commit'] or 'unknown'}) from {log}, on {timing['machine'] or 'an unrecorded machine'}"
+                f"{note}")
+    return values, {**timing, "log": log, "configfile": configfile, "current_config_sha256": current}, workload
+
+
+def measure_study(ctx: Context, study_log: str | None, run_into: Path | None, avx2_log: str | None = None,
+                  full_log: str | None = None) -> dict:
+    """Both studies from their `make timed-run` logs (headed by the commit, config sha256, machine and estimate):
+    `study_log` the quick one (config/config.yaml; with run_into, a log path, and not in quick mode, by running
+    it), `full_log` the full one (config/study.yaml). A log of another config is no figure of either.
+    `avx2_log`: a study emulating an AVX2-only CPU (`make timed-run EMULATE_AVX2=1`), against the native log of
+    the same config — its time over the native one is #15's figure (≤ 2×)."""
+    if run_into and not ctx.quick:
+        study_log = str(run_study(run_into))
+    values, raw, parts = {}, {}, []
+    for kind, log in (("quick", study_log), ("full", full_log)):
+        study_values, raw[kind], text = one_study(kind, log)
+        values |= study_values
+        parts.append(text)
+    # the keys of before there were two studies: the default config's, now the quick study
+    values |= {"default_study_s": values["quick_study_s"],
+               "default_study_peak_rss_mb": values["quick_study_peak_rss_mb"],
+               "study_estimate_ratio": values["quick_study_estimate_ratio"]}
+    workload = "; ".join(parts) + ". Peak RSS is the largest single process"
     if avx2_log:
         avx2 = parse_time_log(avx2_log)
-        usable = (avx2["emulated"] and avx2["config_sha256"] == current and avx2["exit_status"] in (0, None)
-                  and values["default_study_s"])
+        kind = "full" if log_config(avx2_log) == STUDIES["full"] else "quick"
+        native_s, native_log = values[f"{kind}_study_s"], raw[kind].get("log")
+        usable = (avx2["emulated"] and avx2["config_sha256"] == config_sha256(STUDIES[kind])
+                  and avx2["exit_status"] in (0, None) and native_s)
         values["default_study_s_avx2"] = avx2["wall_s"] if usable else None
-        values["study_estimate_ratio_avx2"] = (avx2["estimate_s"] / avx2["wall_s"]
-                                               if usable and avx2["estimate_s"] == avx2["estimate_s"] else None)
-        values["avx2_study_ratio"] = avx2["wall_s"] / values["default_study_s"] if usable else None
-        workload += (f"; AVX2-only: the same study emulating {avx2['emulated'] or '(not emulated!)'} "
+        values["study_estimate_ratio_avx2"] = estimate_ratio(avx2) if usable else None
+        values["avx2_study_ratio"] = avx2["wall_s"] / native_s if usable else None
+        workload += (f"; AVX2-only: the {kind} study emulating {avx2['emulated'] or '(not emulated!)'} "
                      f"(commit {avx2['commit'] or 'unknown'}) from {avx2_log}"
                      + ("" if usable else " — not usable (not emulated, another config, or failed): not reported"))
-        by_method = method_comparison(Path(study_log).parent / "runs.csv", Path(avx2_log).parent / "runs.csv")
-        raw["avx2"] = {**avx2, "log": avx2_log, "by_method": by_method}
+        by_method = (method_comparison(Path(native_log).parent / "runs.csv", Path(avx2_log).parent / "runs.csv")
+                     if native_log else {})
+        raw["avx2"] = {**avx2, "log": avx2_log, "native": kind, "by_method": by_method}
         # The two studies ran at different times on a shared machine: the baselines (scikit-learn, no torch
         # matmuls, nothing the emulation touches) show how much of the ratio is the machine's load, not the ISA.
         baseline = [m["time_ratio"] for m in by_method.values() if m["family"] == "baseline" and m["time_ratio"]]

@@ -257,3 +257,143 @@ def test_quick_lm_eval_figure_scores_the_same_pairs_both_ways(tmp_path):
     assert report["lm_eval_max_abs_diff"] <= 1e-4
     assert agreement["shifted_min_abs_diff"] > 1e-2 and agreement["token_sequence_mismatches"] == 0
     assert "`lm_eval_scoring_speedup`" in (tmp_path / "latest.md").read_text()
+
+
+def crafted_study(root, jobs, logs=1):
+    """A finished study's files as figure (n) reads them: Snakemake logs and run records. `jobs`: (rule, jobid,
+    start, end, run seconds or None, wildcards dict, record's start offset in s) in log order, times in s."""
+    from datetime import datetime, timedelta
+
+    t0 = datetime(2026, 12, 7, 11, 23, 10)
+    stamp = lambda s: (t0 + timedelta(seconds=s)).strftime("[%a %b %e %H:%M:%S %Y]")  # noqa: E731
+    lines = ["  Command: .venv/bin/snakemake --cores 2 --configfile config/config.yaml", "Job stats:",
+             "job      count", "total        9", ""]
+    for rule, jobid, start, end, run_s, wildcards, offset in jobs:
+        path = "results/runs/{dataset}/{model}/{method}/seed{seed}".format(**wildcards) if run_s is not None else ""
+        output = f"{path}/predictions.parquet, {path}/metrics.json" if path else f"results/data/{jobid}.parquet"
+        lines += [stamp(start), f"localrule {rule}:", "    input: results/data/fpb/table.parquet",
+                  f"    output: {output}", f"    jobid: {jobid}", "    reason: Missing output files",
+                  "    wildcards: " + ", ".join(f"{k}={v}" for k, v in wildcards.items()), ""]
+        if end is not None:
+            lines += [stamp(end), f"Finished jobid: {jobid} (Rule: {rule})", "1 of 9 steps (11%) done"]
+        if path:
+            record = root / path / "metrics.json"
+            record.parent.mkdir(parents=True, exist_ok=True)
+            started = (t0 + timedelta(seconds=start + offset)).astimezone().isoformat()
+            record.write_text(json.dumps({"cost": {"wall_time_s": run_s},
+                                          "provenance": {"started": started, "git_commit": "a2c2fb5" + "0" * 33}}))
+    folder = root / ".snakemake" / "log"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "2026-12-07T112310.000000.snakemake.log").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def run_wildcards(method, seed=0):
+    return {"dataset": "fpb", "model": "minilm", "method": method, "seed": seed}
+
+
+def test_job_overhead_is_each_jobs_duration_minus_its_run_time_per_rule(tmp_path):
+    """Figure (n): a job's overhead is its Snakemake span minus its run record's wall time; jobs without a record
+    (prepare, tune_*) have durations alone; an unfinished job, or a record of another invocation, has none."""
+    from bench.job_overhead import measure
+
+    study = crafted_study(tmp_path / "after", [
+        ("prepare", 1, 0, 2, None, {"dataset": "fpb"}, 0),
+        ("finetune_encoder", 2, 2, 14, 10.5, run_wildcards("full"), 1),          # overhead 1.5
+        ("finetune_encoder", 3, 2, 20, 16.0, run_wildcards("lora"), 1),          # 2.0
+        ("finetune_encoder", 4, 14, 30, 12.0, run_wildcards("top_k"), 1),        # 4.0
+        ("run_baseline", 5, 20, 23, 2.0, run_wildcards("tfidf"), 0.5),           # 1.0
+        ("run_baseline", 6, 23, 40, 2.0, run_wildcards("majority"), -60),        # its record is older: stale
+        ("tune_encoder", 7, 30, 70, None, {"dataset": "fpb", "model": "minilm", "method": "qlora"}, 0),
+        ("finetune_encoder", 8, 70, None, 1.0, run_wildcards("qlora"), 1),       # never finished
+    ])
+    result = measure(None, study)
+    values = result["values"]
+    assert values["job_overhead_median_s"] == pytest.approx(1.75) and values["job_overhead_jobs"] == 4
+    assert values["job_overhead_median_s_finetune_encoder"] == pytest.approx(2.0)
+    assert values["job_overhead_p90_s_finetune_encoder"] == pytest.approx(3.6)   # 2.0 + 0.8 × (4.0 − 2.0)
+    assert values["job_overhead_jobs_finetune_encoder"] == 3
+    assert values["job_overhead_jobs_run_baseline"] == 1 and values["job_overhead_median_s_run_baseline"] == 1.0
+    assert values["job_duration_median_s_prepare"] == 2 and values["job_duration_median_s_tune_encoder"] == 40
+    assert not any(key.endswith("_before") for key in values)
+    summary = result["raw"]["study"]["summary"]
+    assert summary["rules"]["run_baseline"]["stale"] == 1
+    assert result["raw"]["study"]["logs"][0] | {"log": None} == {
+        "log": None, "command": ".venv/bin/snakemake --cores 2 --configfile config/config.yaml", "planned": 9,
+        "finished": 7}
+    assert "1-s resolution" in result["workload"] and "commit a2c2fb5" in result["workload"]
+
+    # before and after side by side: the before study's keys end in _before, one table column each
+    before = crafted_study(tmp_path / "before", [("finetune_encoder", 2, 0, 20, 12.0, run_wildcards("full"), 1)])
+    both = measure(None, study, before)
+    assert both["values"]["job_overhead_median_s_before"] == 8.0 and both["values"]["job_overhead_median_s"] == 1.75
+    assert both["table"][0].count("jobs / median / p90") == 2 and "before:" in both["table"][0]
+    overall = next(row for row in both["table"] if row.startswith("| overall"))
+    assert overall == "| overall | overhead | 1 / 8.0 / 8.0 | 4 / 1.8 / 3.4 |"
+    assert measure(None, None)["values"] == {"job_overhead_median_s": None}
+
+
+def test_job_overhead_counts_a_job_run_again_in_a_later_log_once(tmp_path):
+    from bench.job_overhead import measure
+
+    study = crafted_study(tmp_path, [("finetune_encoder", 2, 0, 20, 1.0, run_wildcards("full"), -100)])
+    # the later invocation ran it again (its record is the later run's): only that run counts
+    later = (study / ".snakemake" / "log" / "2026-12-07T112310.000000.snakemake.log").read_text()
+    crafted_study(tmp_path, [("finetune_encoder", 9, 100, 103, 1.0, run_wildcards("full"), 1)])
+    (study / ".snakemake" / "log" / "2026-12-07T100000.000000.snakemake.log").write_text(later)
+    values = measure(None, study)["values"]
+    assert values["job_overhead_jobs"] == 1 and values["job_overhead_median_s"] == 2.0
+
+
+def test_quick_job_overhead_figure_writes_its_table(tmp_path):
+    study = crafted_study(tmp_path / "study", [("run_baseline", 5, 0, 3, 1.0, run_wildcards("tfidf"), 0.5)])
+    proc = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--only", "job_overhead", "--study-dir",
+                           str(study), "--before-study-dir", str(study), "--out", str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "latest.json").read_text())
+    assert report["job_overhead_median_s"] == report["job_overhead_median_s_before"] == 2.0
+    table = (tmp_path / "latest.md").read_text()
+    assert "| (n) `job_overhead_median_s` |" in table and "## (n) `job_overhead`" in table
+    assert "| run_baseline | overhead | 1 / 2.0 / 2.0 | 1 / 2.0 / 2.0 |" in table
+
+
+def test_the_quick_and_the_full_study_each_from_its_own_log(tmp_path):
+    """Figure (g) for both configs: each log checked against its own config's sha256, with its estimate ratio and
+    the flags of the machine it ran on; the quick study's values keep their old names too."""
+    from bench.workflow import config_sha256, measure_study
+    from bench.workloads import Context
+
+    def log(name, configfile, sha, wall, estimate_s, machine="AMD EPYC, 2 cores, avx2 avx512f avx512_bf16"):
+        path = tmp_path / name
+        path.write_text(f"# commit abc\n# config {configfile} sha256 {sha}\n# this machine: {machine}\n"
+                        f"# estimated time: about 1 h ({estimate_s} s) for 9 jobs\n\tElapsed (wall clock) time "
+                        f"(h:mm:ss or m:ss): {wall}\n\tMaximum resident set size (kbytes): 2048\n\tExit status: 0\n")
+        return str(path)
+
+    ctx = Context(quick=True, threads=1, tmp=tmp_path)
+    quick = log("quick.log", "config/config.yaml", config_sha256("config/config.yaml"), "12:00", 600)
+    full = log("full.log", "config/study.yaml", config_sha256("config/study.yaml"), "2:00:00", 9000)
+    result = measure_study(ctx, quick, None, None, full)
+    values = result["values"]
+    assert values["quick_study_s"] == values["default_study_s"] == 720
+    assert values["quick_study_estimate_ratio"] == values["study_estimate_ratio"] == pytest.approx(600 / 720)
+    assert values["full_study_s"] == 7200 and values["full_study_estimate_ratio"] == pytest.approx(1.25)
+    assert values["full_study_isa"] == values["quick_study_isa"] == "avx2 avx512f avx512_bf16"
+    assert values["full_study_peak_rss_mb"] == 2.0
+    assert "quick study (config/config.yaml" in result["workload"] and "full study (config/study.yaml" in result["workload"]
+
+    # the logs in each other's places: neither is its study's
+    swapped = measure_study(ctx, full, None, None, quick)
+    assert swapped["values"]["quick_study_s"] is None and swapped["values"]["full_study_s"] is None
+    assert "NOT the current config/study.yaml" in swapped["workload"]
+    # only the full one: the quick study is not measured, and says how to give it
+    alone = measure_study(ctx, None, None, None, full)
+    assert alone["values"]["quick_study_s"] is None and alone["values"]["full_study_s"] == 7200
+    assert "give --study-log" in alone["workload"]
+
+    # an AVX2-only log of the full config is compared with the full study
+    avx2 = log("avx2.log", "config/study.yaml", config_sha256("config/study.yaml"), "3:00:00", 9000,
+               "AMD EPYC, 2 cores, avx2 (emulating avx2+mkl+onednn)")
+    values = measure_study(ctx, quick, None, avx2, full)["values"]
+    assert values["avx2_study_ratio"] == pytest.approx(1.5) and values["full_study_isa"] == "avx2 avx512f avx512_bf16"
