@@ -118,10 +118,10 @@ def flat_values(s: dict, suffix: str) -> dict:
 
 def describe(study: dict) -> str:
     logs = study["logs"]
-    finished, planned = sum(log["finished"] for log in logs), sum(log["planned"] or 0 for log in logs)
-    commands = "; ".join(sorted({f"`{log['command']}`" for log in logs if log["command"]}))
+    commands = "; ".join(dict.fromkeys(f"`{log['command']}`" for log in logs if log["command"]))
+    per_log = ", ".join(f"{log['finished']} of {log['planned'] or '?'}" for log in logs if log["finished"])
     return (f"{study['study']} (commit {', '.join(c[:7] for c in study['commits']) or 'unknown'}; {commands}; "
-            f"{finished} jobs finished of {planned} planned over {len(logs)} log(s))")
+            f"jobs finished of those planned, per log: {per_log or 'none'})")
 
 
 def side_by_side(sides: dict) -> list[str]:
