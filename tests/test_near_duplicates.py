@@ -31,7 +31,8 @@ def write_table(root: Path, dataset: str, flagged: list[bool], manifest: dict | 
     folder.mkdir(parents=True)
     ids = [f"{dataset}-{i:04d}" for i in range(len(flagged))]
     pl.DataFrame({"id": ids, "text": [f"text {i}" for i in range(len(ids))], "label": GOLD[:len(ids)],
-                  "split": ["test"] * len(ids), "near_duplicate_of_train": flagged}).write_parquet(folder / "table.parquet")
+                  "split": ["test"] * len(ids), "near_duplicate_of_train": flagged}
+                 ).write_parquet(folder / "table.parquet")
     (folder / "manifest.json").write_text(json.dumps(manifest or {}))
     return folder / "table.parquet"
 
@@ -56,13 +57,13 @@ def aggregated(tmp_path_factory):
     tables = {"tfns": write_table(root, "tfns", FLAGGED, manifest),
               "fpb": write_table(root, "fpb", [False] * 10)}   # a split we make: nothing flagged
     dirs = [with_table(write_run(root, "tfns", "none", "a", 0, GOLD, PRED_A, strategy="full"), tables["tfns"]),
-            with_table(write_run(root, "tfns", "none", "b", 0, GOLD, PRED_B, strategy="full"), tables["tfns"]),
-            with_table(write_run(root, "tfns", "none", "b", 1, GOLD, PRED_A, strategy="full"), tables["tfns"]),
+            with_table(write_run(root, "tfns", "none", "b", 0, GOLD, PRED_B, strategy="lm_dictionary"), tables["tfns"]),
+            with_table(write_run(root, "tfns", "none", "b", 1, GOLD, PRED_A, strategy="lm_dictionary"), tables["tfns"]),
             with_table(write_run(root, "fpb", "none", "a", 0, GOLD, PRED_A, strategy="full"), tables["fpb"])]
     out = root / "results"
     aggregate_runs([d / "metrics.json" for d in dirs], [d / "predictions.parquet" for d in dirs],
                    out / "runs.csv", out / "summary.csv", out / "comparisons.csv", tables=tables,
-                   bootstrap_samples=200)
+                   comparisons=[["a", "b"]], bootstrap_samples=200)
     return out
 
 
@@ -79,7 +80,8 @@ def test_metrics_without_the_near_duplicates_of_train(aggregated):
     assert a["near_dup_rows_dropped"] == 2
     assert a["macro_f1_no_near_dup"] == pytest.approx(f1_score(GOLD[2:], PRED_A[2:], average="macro"))
     assert a["macro_f1_no_near_dup"] != pytest.approx(a["macro_f1"])
-    b = runs.filter((pl.col("dataset") == "tfns") & (pl.col("method") == "b") & (pl.col("seed") == 0)).row(0, named=True)
+    b = runs.filter((pl.col("dataset") == "tfns") & (pl.col("method") == "b") & (pl.col("seed") == 0)
+                    ).row(0, named=True)
     assert b["accuracy"] == pytest.approx(0.6) and b["accuracy_no_near_dup"] == pytest.approx(0.75)
     # a split we make flags nothing: no metric without near-duplicates, nothing dropped
     fpb = runs.filter(pl.col("dataset") == "fpb").row(0, named=True)
@@ -94,6 +96,14 @@ def test_metrics_without_the_near_duplicates_of_train(aggregated):
     assert set(accuracy["near_dup_rows_dropped"]) == {2}
     assert summary.filter(pl.col("dataset") == "fpb")["mean_no_near_dup"].null_count() == \
         summary.filter(pl.col("dataset") == "fpb").height
+
+    # the paired comparison too: a − b is 0 on all rows, 0.5 − 0.625 without the two near-duplicates
+    comparisons = pl.read_csv(aggregated / "comparisons.csv", infer_schema_length=None)
+    gap = comparisons.filter((pl.col("dataset") == "tfns") & (pl.col("metric") == "accuracy")).row(0, named=True)
+    assert gap["difference"] == pytest.approx(0.0) and gap["difference_no_near_dup"] == pytest.approx(-0.125)
+    assert gap["ci_low_no_near_dup"] <= -0.125 <= gap["ci_high_no_near_dup"] and gap["near_dup_rows_dropped"] == 2
+    assert comparisons.filter(pl.col("dataset") == "fpb")["difference_no_near_dup"].null_count() == \
+        comparisons.filter(pl.col("dataset") == "fpb").height
 
 
 def test_the_report_shows_the_near_duplicates_where_the_table_flags_them(aggregated):
@@ -112,7 +122,10 @@ def test_the_report_shows_the_near_duplicates_where_the_table_flags_them(aggrega
     # the headline gives its methods without them too, for tfns alone
     headline = md.split("## Headline")[1].split("\n## ")[0]
     assert headline.count("Without the test rows that are near-duplicates of a train or dev text, macro-F1: ") == 1
-    assert "(2 rows dropped)" in headline.split("### Winner on tfns")[1]
+    winner = headline.split("### Winner on tfns")[1]
+    assert "(2 rows dropped)" in winner and "; the paired gap, winner − other, " in winner
+    assert "| a − b without near-duplicates of train [CI] |" in tfns and "(2 rows dropped) |" in tfns
+    assert "without near-duplicates of train [CI]" not in fpb
 
 
 def test_no_near_duplicate_section_without_the_columns(aggregated, tmp_path):

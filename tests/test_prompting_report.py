@@ -36,7 +36,8 @@ RUNS = [
 
 def summary_of(runs: pl.DataFrame) -> pl.DataFrame:
     return (runs.group_by("dataset", "task", "model", "method", maintain_order=True)
-            .agg(pl.col("macro_f1").mean().alias("mean"), pl.col("macro_f1").std().alias("sd"), pl.len().alias("n_seeds"))
+            .agg(pl.col("macro_f1").mean().alias("mean"), pl.col("macro_f1").std().alias("sd"),
+                 pl.len().alias("n_seeds"))
             .with_columns(pl.lit("macro_f1").alias("metric"), (pl.col("mean") - 0.05).alias("ci_low"),
                           (pl.col("mean") + 0.05).alias("ci_high"), pl.col("n_seeds").cast(pl.Int64)))
 

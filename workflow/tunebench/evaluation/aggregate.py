@@ -18,7 +18,8 @@ summary.csv     long format, one row per (dataset, model, method, metric): mean 
                 headline metrics and near_dup_rows_dropped).
 comparisons.csv for each configured pair [a, b] and dataset: a − b per metric with its paired-bootstrap CI,
                 the relative gain in percent with its CI, and McNemar's exact p (classification): the largest
-                over every pair of a's and b's seeds (their number in mcnemar_pairs).
+                over every pair of a's and b's seeds (their number in mcnemar_pairs). Where the dataset has
+                near-duplicates of train in test: a − b and its interval without them (*_no_near_dup).
                 Methods on different models (an encoder vs a generative model) are compared where no
                 same-model pair exists.
 strata.csv      datasets with an `agreement` column (FPB): each group's test metrics on the sentences of each
@@ -67,7 +68,9 @@ COMPARISON_SCHEMA = {"dataset": pl.String, "task": pl.String, "a": pl.String, "m
                      "ci_high": pl.Float64, "relative_gain_pct": pl.Float64, "relative_ci_low": pl.Float64,
                      "relative_ci_high": pl.Float64, "mcnemar_p": pl.Float64, "n_test": pl.Int64,
                      "n_seeds_a": pl.Int64, "n_seeds_b": pl.Int64, "mcnemar_pairs": pl.Int64,
-                     "resampling_unit": pl.String}
+                     "resampling_unit": pl.String, "difference_no_near_dup": pl.Float64,
+                     "ci_low_no_near_dup": pl.Float64, "ci_high_no_near_dup": pl.Float64,
+                     "near_dup_rows_dropped": pl.Int64}
 
 
 @dataclass
@@ -447,7 +450,13 @@ def mcnemar_p(runs_a: list[Run], runs_b: list[Run], ids: list[str]) -> tuple[flo
     return max(p_values), len(p_values)
 
 
-def comparison_rows(dataset, pair, runs_a, runs_b, boot, confidence) -> list[dict]:
+def pooled(reps: list[dict], runs: list[Run], metric: str) -> tuple[float, np.ndarray]:
+    """A group's metric, mean over its seeds, and its two-level bootstrap replicates (seeds and test rows)."""
+    return (float(np.mean([r[metric][0] for r in reps])),
+            stats.pool_seeds(np.stack([r[metric][1] for r in reps]), group_seed(runs[0].group)))
+
+
+def comparison_rows(dataset, pair, runs_a, runs_b, boot, confidence, flagged=None) -> list[dict]:
     (a, model_a), (b, model_b) = pair
     ids = sorted(set.intersection(*(set(r.ids) for r in runs_a + runs_b)))
     if not ids:
@@ -459,16 +468,32 @@ def comparison_rows(dataset, pair, runs_a, runs_b, boot, confidence) -> list[dic
     p, pairs = mcnemar_p(runs_a, runs_b, ids) if task == "classification" else (None, None)
     rows = []
     for metric in [m for m in reps_a[0] if m in reps_b[0]]:
-        point_a = float(np.mean([r[metric][0] for r in reps_a]))
-        point_b = float(np.mean([r[metric][0] for r in reps_b]))
-        pooled_a = stats.pool_seeds(np.stack([r[metric][1] for r in reps_a]), group_seed(runs_a[0].group))
-        pooled_b = stats.pool_seeds(np.stack([r[metric][1] for r in reps_b]), group_seed(runs_b[0].group))
+        (point_a, pooled_a), (point_b, pooled_b) = pooled(reps_a, runs_a, metric), pooled(reps_b, runs_b, metric)
         rows.append({"dataset": dataset, "task": task, "a": a, "model_a": model_a, "b": b, "model_b": model_b,
                      "metric": metric, "value_a": point_a, "value_b": point_b,
                      **stats.compare(point_a, pooled_a, point_b, pooled_b, confidence),
                      "mcnemar_p": p, "n_test": len(ids), "n_seeds_a": len(runs_a), "n_seeds_b": len(runs_b),
                      "mcnemar_pairs": pairs, "resampling_unit": boot.unit(dataset)})
-    return rows
+    near = near_dup_differences(dataset, runs_a, runs_b, ids, boot, confidence, flagged or {})
+    return [{**row, **near.get(row["metric"], {})} for row in rows]
+
+
+def near_dup_differences(dataset, runs_a, runs_b, ids, boot, confidence, flagged) -> dict[str, dict]:
+    """metric → comparisons.csv's *_no_near_dup columns: a − b and its paired interval on the shared test rows
+    without the near-duplicates of train (none where the dataset flags none)."""
+    if dataset not in flagged:
+        return {}
+    kept = [i for i in ids if i not in flagged[dataset]]
+    if not kept:
+        return {}
+    reps_a, reps_b = [boot.of(r, kept) for r in runs_a], [boot.of(r, kept) for r in runs_b]
+    out = {}
+    for metric in [m for m in reps_a[0] if m in reps_b[0]]:
+        (point_a, pooled_a), (point_b, pooled_b) = pooled(reps_a, runs_a, metric), pooled(reps_b, runs_b, metric)
+        low, high = stats.percentile_ci(pooled_a - pooled_b, confidence)
+        out[metric] = {"difference_no_near_dup": point_a - point_b, "ci_low_no_near_dup": low,
+                       "ci_high_no_near_dup": high, "near_dup_rows_dropped": len(ids) - len(kept)}
+    return out
 
 
 # ---- strata.csv -------------------------------------------------------------------------------------------
@@ -527,7 +552,7 @@ def aggregate_runs(metrics_paths, predictions_paths, runs_csv, summary_csv, comp
                     continue
                 compared += comparison_rows(dataset, ((a, model_a), (b, model_b)),
                                             groups[dataset, model_a, a], groups[dataset, model_b, b],
-                                            boot, confidence)
+                                            boot, confidence, flagged)
     files.write_csv(runs_csv, runs_table(runs, {r.name: near_dup_facts(r, boot, flagged) for r in runs}))
     files.write_csv(summary_csv, pl.DataFrame(summary, schema=SUMMARY_SCHEMA))
     files.write_csv(comparisons_csv, pl.DataFrame(compared, schema=COMPARISON_SCHEMA))

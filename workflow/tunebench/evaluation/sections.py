@@ -303,11 +303,20 @@ def paired_gap(s: Scope, a: dict, b: dict) -> dict | None:
                             & (pl.col("b") == y["method"]) & (pl.col("model_b") == y["model"]))
         if found.height:
             r = found.row(0, named=True)
-            bounded = r["ci_low"] is not None and not np.isnan(r["ci_low"])
-            low, high = sorted((sign * r["ci_low"], sign * r["ci_high"])) if bounded else (None, None)
+            low, high = signed_ci(r["ci_low"], r["ci_high"], sign)
+            near_low, near_high = signed_ci(r.get("ci_low_no_near_dup"), r.get("ci_high_no_near_dup"), sign)
+            near = r.get("difference_no_near_dup")
             return {"difference": sign * r["difference"], "ci_low": low, "ci_high": high, "n_test": r["n_test"],
-                    "mcnemar_p": r["mcnemar_p"]}
+                    "mcnemar_p": r["mcnemar_p"], "difference_no_near_dup": None if near is None else sign * near,
+                    "ci_low_no_near_dup": near_low, "ci_high_no_near_dup": near_high}
     return None
+
+
+def signed_ci(low, high, sign: int) -> tuple:
+    """An interval of a − b as one of b − a (sign −1); (None, None) where there is none."""
+    if low is None or np.isnan(low):
+        return None, None
+    return tuple(sorted((sign * low, sign * high)))
 
 
 def gap_sentence(s: Scope, winner: dict, other: dict) -> str:
@@ -482,6 +491,10 @@ def near_dup_sentence(s: Scope, chosen: list[dict]) -> list:
              f"dropped)" for r in chosen if r.get("mean_no_near_dup") is not None]
     if not parts:
         return []
+    gap = paired_gap(s, *chosen) if len(chosen) == 2 else None
+    if gap and gap["difference_no_near_dup"] is not None:
+        parts.append(f"the paired gap, winner − other, {fmt(gap['difference_no_near_dup'])} "
+                     f"{fmt_ci(gap['ci_low_no_near_dup'], gap['ci_high_no_near_dup'])}".strip())
     return [("p", f"Without the test rows that are near-duplicates of a train or dev text, {metric_name(s.primary)}: "
                   + "; ".join(parts) + " (see “Near-duplicates of train in test” below).")]
 
@@ -742,7 +755,8 @@ def comparisons_section(s: Scope) -> list:
         return []
     name = metric_name(s.primary)
     header = ["method a", "method b", f"{name} of a", f"{name} of b", "a − b [CI]", "relative gain [CI]",
-              "shared test rows", *(["McNemar p"] if s.task == "classification" else [])]
+              "shared test rows", *(["McNemar p"] if s.task == "classification" else []),
+              "a − b without near-duplicates of train [CI]"]
     rows, gains = [], []
     for (a, ma, b, mb), pair in s.comparisons.group_by(["a", "model_a", "b", "model_b"], maintain_order=True):
         by_metric = {r["metric"]: r for r in pair.iter_rows(named=True)}
@@ -752,13 +766,21 @@ def comparisons_section(s: Scope) -> list:
         rows.append([label(a, ma), label(b, mb), fmt(r["value_a"]), fmt(r["value_b"]),
                      f"{fmt(r['difference'])} {fmt_ci(r['ci_low'], r['ci_high'])}",
                      f"{fmt_pct(r['relative_gain_pct'])} {pct_ci(r)}", str(r["n_test"]),
-                     *([fmt_p(r["mcnemar_p"])] if s.task == "classification" else [])])
+                     *([fmt_p(r["mcnemar_p"])] if s.task == "classification" else []), near_dup_gap_cell(r)])
         gains.append(gain_sentence(s, label(a, ma), label(b, mb), by_metric))
     return [("h3", "Paired comparisons (same test examples)"), table(header, rows), ("h3", "Relative gains"),
             ("p", "As Wang (2024) reports fine-tuning against a dictionary: the change of a over b in percent of b, "
                   "with its paired-bootstrap interval (given only where b's own interval lies above 0; otherwise "
                   "it would be a ratio to noise). Every metric is in comparisons.csv."),
             ("list", gains)]
+
+
+def near_dup_gap_cell(r: dict) -> str:
+    """'0.394 [0.214, 0.566] (3 rows dropped)': a comparison row's a − b without the near-duplicates of train."""
+    if r.get("difference_no_near_dup") is None:
+        return ""
+    return (f"{fmt(r['difference_no_near_dup'])} {fmt_ci(r['ci_low_no_near_dup'], r['ci_high_no_near_dup'])} "
+            f"({fmt_int(r['near_dup_rows_dropped'])} rows dropped)")
 
 
 def pct_ci(r: dict) -> str:
