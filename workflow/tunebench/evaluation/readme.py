@@ -368,33 +368,43 @@ def bench_block(repo: Path = REPO) -> str:
 
 # ---- docs/protocol.md: the two studies' sizes ----------------------------------------------------------------------
 
-SIZES = [  # (what, method or None for the study, key, how to show it)
+ENCODERS = ("full", "top_k", "lora", "qlora")
+SIZES = [  # (what, the methods it is read from — None: the study itself, "icl": every prompting method —, key, shown as)
     ("seeds", None, "seeds", lambda v: ", ".join(map(str, v))),
-    ("encoder training rows (`full`, `top_k`, `lora`, `qlora`, `head`)", "full", "max_train_samples", str),
-    ("encoder optimizer steps (at least) × batch", "full", ("min_steps", "batch_size"), lambda v: f"{v[0]} × {v[1]}"),
-    ("encoder dev rows for trials and early stopping", "full", "max_dev_samples", lambda v: "all" if v is None else str(v)),
-    ("`full`'s learning-rate grid", "full", "learning_rate_grid", lambda v: ", ".join(f"{x:g}" for x in v)),
-    ("times a grid may grow past its edge", "full", "grid_extensions", str),
-    ("seeds every learning rate is tried on", "full", "select_seeds", str),
-    ("generative fine-tuning rows, steps × batch", "llm_lora", ("max_train_samples", "min_steps", "batch_size"),
-     lambda v: f"{v[0]}, {v[1]} × {v[2]}"),
-    ("prompting: dev rows for the answer words and scoring rule", "llm_k0", "max_dev_samples", str),
+    ("encoder training rows", ENCODERS + ("head",), "max_train_samples", str),
+    ("encoder optimizer steps (at least) × batch", ENCODERS, ("min_steps", "batch_size"), lambda v: f"{v[0]} × {v[1]}"),
+    ("encoder dev rows for trials and early stopping", ENCODERS, "max_dev_samples", lambda v: "all" if v is None else str(v)),
+    ("`full`'s learning-rate grid", ("full",), "learning_rate_grid", lambda v: ", ".join(f"{x:g}" for x in v)),
+    ("times a learning-rate grid may grow past its edge", ("full", "top_k", "lora", "llm_lora"), "grid_extensions", str),
+    ("seeds every learning rate is tried on", ("full", "top_k", "lora", "llm_lora"), "select_seeds", str),
+    ("generative fine-tuning rows, steps × batch", ("llm_lora", "llm_qlora"),
+     ("max_train_samples", "min_steps", "batch_size"), lambda v: f"{v[0]}, {v[1]} × {v[2]}"),
+    ("prompting: dev rows for the answer words and scoring rule", "icl", "max_dev_samples",
+     lambda v: "all" if v is None else str(v)),
 ]
 
 
-def size_cell(config: dict, method: str | None, key, show) -> str:
-    where = config if method is None else config["methods"].get(method)
-    if where is None:
+def size_cell(config: dict, methods, key, show) -> str:
+    """The setting as the listed methods the study runs have it: one value when they agree, else each one's."""
+    if methods is None:
+        return show(config[key])
+    run = {r.method for r in tbconfig.runs(config)}
+    chosen = {n: m for n, m in config["methods"].items() if n in run
+              and (m.get("strategy") == "icl" if methods == "icl" else n in methods)}
+    values = {n: show(tuple(m.get(k) for k in key) if isinstance(key, tuple) else m.get(key))
+              for n, m in chosen.items()}
+    if not values:
         return "not run"
-    value = tuple(where.get(k) for k in key) if isinstance(key, tuple) else where.get(key)
-    return show(value)
+    if len(set(values.values())) == 1:
+        return next(iter(values.values()))
+    return "; ".join(f"`{n}` {v}" for n, v in values.items())
 
 
 def sizes_block(repo: Path = REPO) -> str:
     """The quick and the full study side by side, read from the configs (defaults filled in by the schema)."""
     studies = [("quick (`make run`)", repo / "config" / "config.yaml"), ("full (`make study`)", repo / "config" / "study.yaml")]
     configs = [tbconfig.load(path) for _, path in studies]
-    rows = [[what] + [size_cell(c, method, key, show) for c in configs] for what, method, key, show in SIZES]
+    rows = [[what] + [size_cell(c, methods, key, show) for c in configs] for what, methods, key, show in SIZES]
     subsets = [", ".join(f"{d} {ds['test_subset']['size']}" for d, ds in c["datasets"].items() if ds.get("test_subset"))
                for c in configs]
     rows.append(["test rows prompting and generative fine-tuning are scored on"] + subsets)
