@@ -691,7 +691,7 @@ def best_prompting_by_k(s: Scope, groups: list[dict]) -> list:
     test metric under the per-token mean (runs.csv macro_f1_mean: the uncalibrated rule)."""
     best: dict[tuple, tuple[float, dict]] = {}
     for r in groups:
-        scored = r["strategy"] == "icl" and r.get("decoding") != "generate"
+        scored = r["family"] == "icl" and r.get("decoding") != "generate"
         dev = mean_of(group_runs(s, r["model"], r["method"]), "selection_dev_value") if scored else None
         key = (r["model"], int(r.get("k") or 0))
         if dev is not None and stat(s, r["model"], r["method"], s.primary) and (key not in best or dev > best[key][0]):
@@ -722,7 +722,7 @@ def draw_cost_blocks(s: Scope) -> list:
     """Mean cost of the prompting runs by model, k and demonstration draw (runs.csv's cost columns)."""
     if not {"demonstration_draw", "wall_time_s", "n_test"} <= set(s.runs.columns):
         return []
-    runs = s.runs.filter(~folded(s.runs)).filter((pl.col("strategy") == "icl") & pl.col("n_test").is_not_null()
+    runs = s.runs.filter(~folded(s.runs)).filter((pl.col("family") == "icl") & pl.col("n_test").is_not_null()
                                                  & pl.col("demonstration_draw").is_not_null())
     if runs.is_empty():
         return []
