@@ -201,6 +201,17 @@ def kept_folder(tmp_path: Path, commit: str, log: bool = True) -> Path:
                             for d, t, m, me, _, k, v in rows])
     runs = pl.DataFrame([{"dataset": d, "model": m, "method": me, "family": f, "seed": 0, "n_test": 100,
                           "git_commit": commit} for d, _, m, me, f, _, _ in rows])
+    comparisons = pl.DataFrame([
+        {"dataset": "a", "task": "classification", "a": "full", "b": "tfidf", "metric": "macro_f1", "difference": 0.1,
+         "ci_low": 0.02, "ci_high": 0.18, "relative_gain_pct": 14.3, "relative_ci_low": 2.9, "relative_ci_high": 25.7,
+         "mcnemar_p": 0.0004, "n_test": 100},
+        {"dataset": "b", "task": "regression", "a": "full", "b": "tfidf", "metric": "r2", "difference": -0.1,
+         "ci_low": None, "ci_high": None, "relative_gain_pct": -25.0, "relative_ci_low": None,
+         "relative_ci_high": None, "mcnemar_p": None, "n_test": 100},
+        {"dataset": "b", "task": "regression", "a": "full", "b": "tfidf", "metric": "mse", "difference": 0.02,
+         "ci_low": None, "ci_high": None, "relative_gain_pct": 10.0, "relative_ci_low": None,
+         "relative_ci_high": None, "mcnemar_p": None, "n_test": 100}])
+    comparisons.write_csv(folder / "comparisons.csv")
     summary.write_csv(folder / "summary.csv")
     runs.write_csv(folder / "runs.csv")
     if log:
@@ -256,3 +267,19 @@ def test_a_study_before_the_current_protocol_says_so(tmp_path):
 def test_an_unknown_block_name_is_an_error():
     with pytest.raises(KeyError, match="no generator"):
         readme.refresh("<!-- generated:nonsense -->\n<!-- /generated:nonsense -->\n", REPO)
+
+
+def test_comparisons_are_grouped_by_question_a_missing_interval_left_unresolved(tmp_path):
+    kept = readme.read_kept(kept_folder(tmp_path, head_commit()))
+    text = readme.comparisons_block(kept)
+    assert text.startswith("**Does training the encoder beat the dictionary")
+    assert "| a | full − tfidf | 0.100 [0.020, 0.180] | +14.3% [2.9, 25.7] |  | yes | < 0.001 | 100 |" in text
+    assert "| b | full − tfidf | -0.100 | −25.0% | +10.0% MSE | – | – | 100 |" in text
+    assert "Which encoder strategy" not in text   # no pair of it was compared
+
+
+def test_every_method_ranked_with_its_generated_answers_beside_it(tmp_path):
+    kept = readme.read_kept(kept_folder(tmp_path, head_commit()))
+    text = readme.ranking_block(kept)
+    assert "| llm_k0 | llm | prompting | 1 | 0.500 [0.450, 0.550] | 0.900 [0.850, 0.950] |" in text
+    assert "| llm_k0-gen |" not in text and text.index("| full | enc |") < text.index("| tfidf | none |")

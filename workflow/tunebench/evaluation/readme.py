@@ -285,10 +285,13 @@ QUESTIONS = [  # (question, pairs a − b), in the order docs/results.md asks th
 
 
 def comparison_row(c: dict, second: dict | None) -> list[str]:
-    resolved = "yes" if c["ci_low"] > 0 or c["ci_high"] < 0 else "no (the interval includes 0)"
+    if c["ci_low"] is None or c["ci_high"] is None:
+        resolved = "–"
+    else:
+        resolved = "yes" if c["ci_low"] > 0 or c["ci_high"] < 0 else "no (the interval includes 0)"
     relative = f"{fmt_pct(c['relative_gain_pct'])} {fmt_ci(c['relative_ci_low'], c['relative_ci_high'], 1)}".strip()
     other = "" if second is None else f"{fmt_pct(second['relative_gain_pct'])} {metric_name(second['metric'])}"
-    return [c["dataset"], f"{c['a']} − {c['b']}", f"{fmt(c['difference'])} {fmt_ci(c['ci_low'], c['ci_high'])}",
+    return [c["dataset"], f"{c['a']} − {c['b']}", f"{fmt(c['difference'])} {fmt_ci(c['ci_low'], c['ci_high'])}".strip(),
             relative, other, resolved, fmt_p(c["mcnemar_p"]), str(c["n_test"])]
 
 
