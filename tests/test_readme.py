@@ -246,8 +246,8 @@ def test_headline_table_is_each_familys_best_the_generated_answers_left_out(tmp_
     table = readme.headline_table(kept.summary, kept.runs)
     lines = table.splitlines()
     assert lines[0] == "| family | a (macro-F1) | b (R²) |"
-    assert lines[2] == "| baseline | tfidf: 0.700 [0.650, 0.750] | **tfidf: 0.400 [0.350, 0.450]** |"
-    assert lines[3] == "| encoder | **full (enc): 0.800 [0.750, 0.850]** | full (enc): 0.300 [0.250, 0.350] |"
+    assert lines[2] == "| baselines | tfidf: 0.700 [0.650, 0.750] | **tfidf: 0.400 [0.350, 0.450]** |"
+    assert lines[3] == "| encoder fine-tuning | **full (enc): 0.800 [0.750, 0.850]** | full (enc): 0.300 [0.250, 0.350] |"
     assert lines[4] == "| prompting | llm_k0 (llm): 0.500 [0.450, 0.550] | not run |"
     assert "-gen" not in table
 

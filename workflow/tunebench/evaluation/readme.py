@@ -31,6 +31,9 @@ from tunebench.evaluation.sections import (FAMILY_NAMES, GENERATED, fmt, fmt_ci,
 REPO = Path(__file__).resolve().parents[3]
 PRIMARY = {"classification": "macro_f1", "regression": "r2"}
 FAMILY_ORDER = ["baseline", "encoder", "embedding", "icl", "generative"]
+# A headline row names its family in full (the report's FAMILY_NAMES are cell-sized).
+FAMILY_ROWS = {"baseline": "baselines", "encoder": "encoder fine-tuning", "embedding": "frozen embeddings",
+               "icl": "prompting", "generative": "generative fine-tuning"}
 # The first commit of the current protocol (near-duplicate units in the splits, prompting's scoring rules, the
 # cluster bootstrap, selection on the mean of two seeds with growing grids: #28, #29). A kept study of an earlier
 # commit is the previous protocol's.
@@ -177,7 +180,7 @@ def headline_table(summary: pl.DataFrame, runs: pl.DataFrame, primary=PRIMARY) -
     header = ["family"] + [f"{d} ({metric_name(m)})" for d, (m, _, _) in best.items()]
     rows = []
     for family in order:
-        cells = [FAMILY_NAMES.get(family, family)]
+        cells = [FAMILY_ROWS.get(family, family)]
         for dataset, (_, ranked, of_family) in best.items():
             r = of_family.get(family)
             if r is None:
