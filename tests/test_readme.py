@@ -293,3 +293,22 @@ def test_every_method_ranked_with_its_generated_answers_beside_it(tmp_path):
     text = readme.ranking_block(kept)
     assert "| llm_k0 | llm | prompting | 1 | 0.500 [0.450, 0.550] | 0.900 [0.850, 0.950] |" in text
     assert "| llm_k0-gen |" not in text and text.index("| full | enc |") < text.index("| tfidf | none |")
+
+
+def test_the_blocks_follow_whatever_docs_results_holds(tmp_path):
+    """A new full study and a quick one kept (current protocol, both logged): README says their times and no
+    longer calls the results the previous protocol's; every block of every page is made from them."""
+    import shutil
+
+    repo = tmp_path / "repo"
+    kept = repo / "docs" / "results"
+    shutil.copytree(kept_folder(tmp_path / "full", head_commit()), kept)
+    shutil.copytree(kept_folder(tmp_path / "quick", head_commit()), kept / "quick")
+    shutil.copytree(REPO / "config", repo / "config")
+    text = readme.refresh(text_of(REPO / "README.md"), repo)
+    assert "previous protocol" not in text and "not yet measured" not in text
+    assert [line.count("14 min on Test CPU, 2 cores") for line in text.splitlines()
+            if line.startswith("| `make ")] == [1, 1]
+    assert "| encoder fine-tuning | **full (enc): 0.800 [0.750, 0.850]** |" in text
+    for page in DOCUMENTS[1:]:
+        readme.refresh(text_of(page), repo)   # no block fails on a kept study without a bench or an AVX2 run
