@@ -301,6 +301,8 @@ def comparison_row(c: dict, second: dict | None) -> list[str]:
 def comparisons_block(kept: Kept) -> str:
     """The paired differences comparisons.csv holds, grouped by the question each answers."""
     c, blocks = kept.comparisons, []
+    if c is None:
+        return "No paired comparisons kept (`comparisons.csv`).\n"
     header = ["dataset", "difference", "value [CI]", "relative gain [CI]", "relative, MSE", "resolved",
               "McNemar p", "test rows"]
     for question, pairs in QUESTIONS:
