@@ -48,14 +48,18 @@ def with_table(run_dir: Path, table: Path) -> Path:
 @pytest.fixture(scope="module")
 def aggregated(tmp_path_factory):
     root = tmp_path_factory.mktemp("near_dup")
-    manifest = {"rows_per_split": {"train": 30, "dev": 5, "test": 10},
+    manifest = {"rows": 45, "split_method": "given", "rows_per_split": {"train": 30, "dev": 5, "test": 10},
+                "near_duplicate_texts": {"rows": 4, "groups": 2},
                 "test_near_duplicates_of_train": {
                     "rows": 2, "other_label": 1,
                     "examples": [{"id": "tfns-0000", "test_text": "Stock *up* https://t.co/a",
                                   "seen_text": "stock up https://t.co/b"},
                                  {"id": "tfns-0001", "test_text": "Shares | fall", "seen_text": "shares fall!"}]}}
     tables = {"tfns": write_table(root, "tfns", FLAGGED, manifest),
-              "fpb": write_table(root, "fpb", [False] * 10)}   # a split we make: nothing flagged
+              # a split we make: nothing flagged
+              "fpb": write_table(root, "fpb", [False] * 10, {"rows": 40, "split_method": "random",
+                                                             "rows_per_split": {"train": 25, "dev": 5, "test": 10},
+                                                             "test_near_duplicates_of_train": {"rows": 0}})}
     dirs = [with_table(write_run(root, "tfns", "none", "a", 0, GOLD, PRED_A, strategy="full"), tables["tfns"]),
             with_table(write_run(root, "tfns", "none", "b", 0, GOLD, PRED_B, strategy="lm_dictionary"), tables["tfns"]),
             with_table(write_run(root, "tfns", "none", "b", 1, GOLD, PRED_A, strategy="lm_dictionary"), tables["tfns"]),
@@ -109,10 +113,15 @@ def test_metrics_without_the_near_duplicates_of_train(aggregated):
 def test_the_report_shows_the_near_duplicates_where_the_table_flags_them(aggregated):
     md = report_of(aggregated)
     tfns, fpb = md.split("## tfns")[1].split("\n## ")[0], md.split("## fpb")[1].split("\n## ")[0]
+    data = tfns.split("### Data")[1].split("\n### ")[0]
+    assert "45 rows (train 30, dev 5, test 10), split as the source gives them" in data
+    assert "4 rows share their text with another row up to case" in data
+    assert "2 of the 10 test rows are near-duplicates of a train or dev text, 1 of them with another label" in data
+    assert "- tfns-0000: “Stock \\*up\\* https://t.co/a” — “stock up https://t.co/b”" in data
+    assert "“Shares \\| fall”" in data
+    assert "40 rows (train 25, dev 5, test 10), split made by this study" in fpb
+    assert "No test row repeats a train or dev text." in fpb
     section = tfns.split("### Near-duplicates of train in test")[1].split("\n### ")[0]
-    assert "2 of the 10 test rows are near-duplicates of a train or dev text, 1 of them with another label" in section
-    assert "- tfns-0000: “Stock \\*up\\* https://t.co/a” — “stock up https://t.co/b”" in section
-    assert "“Shares \\| fall”" in section
     assert "| method | model | test rows | near-duplicates dropped | macro-F1: all test rows | macro-F1: without " \
            "near-duplicates | accuracy: all test rows | accuracy: without near-duplicates |" in section
     line = next(row for row in section.splitlines() if row.startswith("| a | none |"))

@@ -415,7 +415,7 @@ def confusion_of(runs: pl.DataFrame) -> tuple[list[str], np.ndarray] | None:
 
 def dataset_sections(s: Scope, anchors: list[dict], n_words: int) -> list:
     blocks = [("h2", f"{s.name} ({s.task}; ranked by {metric_name(s.primary)})")]
-    for section in (methods_section, near_duplicates_section, lambda s: anchors_section(s, anchors),
+    for section in (methods_section, data_section, near_duplicates_section, lambda s: anchors_section(s, anchors),
                     per_class_section, prompting_section,
                     comparisons_section, parse_rules_section, strata_section, cost_section, figures_section,
                     selection_section, lambda s: dictionary_section(s, n_words)):
@@ -455,8 +455,8 @@ NEAR_DUP_TEXT = (
     "to case, Unicode form, mojibake, quotes, punctuation, spacing, URLs and @handles (the near-duplicate key; "
     "column near_duplicate_of_train of the dataset's table.parquet): texts the models may have learned from. The "
     "headline metrics on every test row and on the test rows without them (mean over seeds and interval, as "
-    "above; summary.csv's *_no_near_dup columns). A method scored on the fixed test subset drops the flagged "
-    "rows in it.")
+    "above; summary.csv's *_no_near_dup columns; their count and a few of them under Data). A method scored on "
+    "the fixed test subset drops the flagged rows in it.")
 
 
 def near_duplicates_section(s: Scope) -> list:
@@ -479,8 +479,7 @@ def near_duplicates_section(s: Scope) -> list:
         dropped = fmt_int(by_metric[metrics[0]]["near_dup_rows_dropped"])
         rows.append([method, model, test_rows(s, model, method), dropped,
                      *(cell for m in metrics for cell in (value_cell(by_metric[m]), without_near_dup(by_metric[m])))])
-    return [("h3", "Near-duplicates of train in test"), ("p", NEAR_DUP_TEXT), *near_dup_examples(s),
-            table(header, rows)]
+    return [("h3", "Near-duplicates of train in test"), ("p", NEAR_DUP_TEXT), table(header, rows)]
 
 
 def near_dup_sentence(s: Scope, chosen: list[dict]) -> list:
@@ -505,14 +504,35 @@ def without_near_dup(row: dict) -> str:
                        "ci_low": row["ci_low_no_near_dup"], "ci_high": row["ci_high_no_near_dup"]})
 
 
-def near_dup_examples(s: Scope, n: int = 5) -> list:
-    """The count and a few examples of the near-duplicates of train in test, from the dataset's manifest.json
-    (beside the table its runs read, runs.csv's data_table); nothing where it is not found."""
-    manifest = data_manifest(s) or {}
-    found = manifest.get("test_near_duplicates_of_train")
-    if not found:
+SPLIT_METHODS = {"random": "made by this study (rows that share a near-duplicate key or a group kept in one split)",
+                 "given": "as the source gives them (dev carved from train where it gives none)",
+                 "column": "by the source's split column"}
+
+
+def data_section(s: Scope) -> list:
+    """The dataset as prepared (its manifest.json): rows per split, how they were split, near-duplicate texts,
+    and the test rows that repeat a train or dev text with a few examples."""
+    manifest = data_manifest(s)
+    if not manifest:
         return []
-    total = (manifest.get("rows_per_split") or {}).get("test")
+    splits = manifest.get("rows_per_split") or {}
+    sizes = ", ".join(f"{split} {fmt_int(splits[split])}" for split in ("train", "dev", "test") if split in splits)
+    method = manifest.get("split_method")
+    text = f"{fmt_int(manifest.get('rows'))} rows ({sizes}), split {SPLIT_METHODS.get(method, f'by {method}')}."
+    near = manifest.get("near_duplicate_texts") or {}
+    if near.get("rows"):
+        text += (f" {fmt_int(near['rows'])} rows share their text with another row up to case, Unicode form, "
+                 f"mojibake, quotes, punctuation, spacing, URLs and @handles (groups of such rows: "
+                 f"{fmt_int(near['groups'])}).")
+    found = manifest.get("test_near_duplicates_of_train") or {}
+    if not found.get("rows"):
+        return [("h3", "Data"), ("p", text + " No test row repeats a train or dev text.")]
+    return [("h3", "Data"), ("p", text), *near_dup_examples(s, found, splits.get("test"))]
+
+
+def near_dup_examples(s: Scope, found: dict, total, n: int = 5) -> list:
+    """The count and a few examples of the test rows that repeat a train or dev text (the manifest's
+    test_near_duplicates_of_train)."""
     other = next((v for k, v in found.items() if k.startswith("other_")), None)
     text = f"{fmt_int(found['rows'])} of the {fmt_int(total)} test rows are near-duplicates of a train or dev text"
     if other:
