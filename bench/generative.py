@@ -28,7 +28,7 @@ REPEATS = 2
 
 def lora_spec(ctx: Context):
     from tunebench import config as tbconfig
-    from tunebench.runner import RunSpec
+    from tunebench.spec import RunSpec
 
     model_cfg, model_dir = generative_model(ctx)
     raw = copy.deepcopy(ctx.cfg)
@@ -38,9 +38,9 @@ def lora_spec(ctx: Context):
     cfg = tbconfig.validate(raw)
     method = {**cfg["methods"]["llm_lora"], "learning_rate_grid": None, "early_stopping_patience": None,
               "max_steps": 2 if ctx.quick else STEPS, "logging_steps": 1}
-    return RunSpec(dataset="fpb", model="llm", method="llm_lora", seed=0, dataset_cfg=cfg["datasets"]["fpb"],
-                   model_cfg=cfg["models"]["llm"], method_cfg=method, table_path=str(ctx.table("fpb")),
-                   run_dir=ctx.tmp / "runs" / "generative", threads=ctx.threads, model_dir=model_dir)
+    return RunSpec.from_config({**cfg, "methods": {"llm_lora": method}}, "fpb", "llm", "llm_lora",
+                               run_dir=ctx.tmp / "runs" / "generative", threads=ctx.threads,
+                               inputs={"table": str(ctx.table("fpb")), "model_dir": model_dir})
 
 
 def train_once(spec, setup, answer_only: bool, name: str) -> dict:

@@ -50,18 +50,16 @@ def generative_model(ctx: Context) -> tuple[dict, str]:
 def icl_spec(ctx: Context, k: int):
     """A RunSpec for an `icl` method on FPB, pushed through the schema so every default is filled."""
     from tunebench import config as tbconfig
-    from tunebench.runner import RunSpec
+    from tunebench.spec import RunSpec
 
     model_cfg, model_dir = generative_model(ctx)
     raw = copy.deepcopy(ctx.cfg)
     raw["models"] = {"llm": model_cfg}
-    raw["methods"] = {"icl_bench": {"strategy": "icl", "k": k, "decoding": "score"}}
-    raw["study"] = [{"datasets": ["fpb"], "models": ["llm"], "methods": ["icl_bench"]}]
+    raw["methods"] = {f"icl_k{k}": {"strategy": "icl", "k": k, "decoding": "score"}}
+    raw["study"] = [{"datasets": ["fpb"], "models": ["llm"], "methods": [f"icl_k{k}"]}]
     cfg = tbconfig.validate(raw)
-    return RunSpec(dataset="fpb", model="llm", method=f"icl_k{k}", seed=0, dataset_cfg=cfg["datasets"]["fpb"],
-                   model_cfg=cfg["models"]["llm"], method_cfg=cfg["methods"]["icl_bench"],
-                   table_path=str(ctx.table("fpb")), run_dir=ctx.tmp / "runs" / f"icl-k{k}", threads=ctx.threads,
-                   model_dir=model_dir)
+    return RunSpec.from_config(cfg, "fpb", "llm", f"icl_k{k}", run_dir=ctx.tmp / "runs" / f"icl-k{k}",
+                               threads=ctx.threads, inputs={"table": str(ctx.table("fpb")), "model_dir": model_dir})
 
 
 def prompts_for(ctx: Context, spec, prompter, words) -> tuple[list[str], list[str], dict]:

@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO / "tests"))   # tiny_models, for quick mode and the 
 
 from tunebench import config as tbconfig  # noqa: E402
 from tunebench.data.prepare import prepare_dataset  # noqa: E402
-from tunebench.runner import RunSpec  # noqa: E402
+from tunebench.spec import RunSpec  # noqa: E402
 
 # Rows of the FPB 50Agree slice shared by the fine-tuning and head figures (None = the whole split).
 FPB_SLICE = {"train": 1024, "dev": None, "test": 128}
@@ -114,7 +114,7 @@ class Context:
         `min_steps` is switched off: on this small slice it would raise the epochs of one side of a comparison.
         """
         method_cfg = {**self.cfg["methods"][method], "min_steps": None, **method_overrides}
-        return RunSpec(dataset="fpb", model="minilm", method=method, seed=0, dataset_cfg=self.cfg["datasets"]["fpb"],
-                       model_cfg=self.encoder_cfg(), method_cfg=method_cfg, table_path=str(self.fpb_slice()),
-                       run_dir=self.tmp / "runs" / run_name, threads=self.threads,
-                       tokenized_dir=str(self.fpb_shards()))
+        config = {**self.cfg, "models": {"minilm": self.encoder_cfg()}, "methods": {method: method_cfg}}
+        return RunSpec.from_config(config, "fpb", "minilm", method, run_dir=self.tmp / "runs" / run_name,
+                                   threads=self.threads,
+                                   inputs={"table": str(self.fpb_slice()), "tokenized": str(self.fpb_shards())})

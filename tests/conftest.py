@@ -74,7 +74,7 @@ def make_table_spec(tmp_path):
     schema, so the spec carries every default a real run would.
     """
     from tunebench.config import validate
-    from tunebench.runner import RunSpec
+    from tunebench.spec import RunSpec
 
     def build(table, task, labels, method_cfg, seed=0, model_cfg=None, name="toy"):
         table_path = tmp_path / f"{name}.parquet"
@@ -83,15 +83,14 @@ def make_table_spec(tmp_path):
         dataset = {"loader": "table", "path": str(table_path), "task": task, "columns": {column: column}}
         if labels is not None:
             dataset["labels"] = list(labels)
-        block = {"datasets": [name], "methods": ["method"], **({"models": ["model"]} if model_cfg else {})}
-        config = validate({"datasets": {name: dataset}, "methods": {"method": method_cfg},
+        method = method_cfg["strategy"]
+        block = {"datasets": [name], "methods": [method], **({"models": ["model"]} if model_cfg else {})}
+        config = validate({"datasets": {name: dataset}, "methods": {method: method_cfg},
                            "models": {"model": model_cfg} if model_cfg else {}, "study": [block]})
-        run_dir = tmp_path / "runs" / f"{name}-{method_cfg['strategy']}-seed{seed}"
+        run_dir = tmp_path / "runs" / f"{name}-{method}-seed{seed}"
         run_dir.mkdir(parents=True, exist_ok=True)
-        return RunSpec(dataset=name, model="model" if model_cfg else "none", method=method_cfg["strategy"],
-                       seed=seed, dataset_cfg=config["datasets"][name],
-                       model_cfg=config["models"].get("model"), method_cfg=config["methods"]["method"],
-                       table_path=str(table_path), run_dir=run_dir, lexicon_path=str(LM_LEXICON))
+        return RunSpec.from_config(config, name, "model" if model_cfg else "none", method, seed, run_dir=run_dir,
+                                   inputs={"table": str(table_path), "lexicon": str(LM_LEXICON)})
 
     return build
 
@@ -119,7 +118,7 @@ def make_spec(tmp_path):
     import polars as pl
     from tiny_models import tiny_sentiment_rows
     from tunebench import config as tbconfig
-    from tunebench.runner import RunSpec
+    from tunebench.spec import INPUT_FIELDS, RunSpec
 
     def make(model_cfg, method_cfg, task="classification", rows=None, **fields):
         table = tmp_path / f"table-{task}.parquet"
@@ -131,10 +130,10 @@ def make_spec(tmp_path):
         resolved = tbconfig.validate({"datasets": {"d": dataset}, "models": {"m": model_cfg},
                                       "methods": {"x": method_cfg},
                                       "study": [{"datasets": ["d"], "models": ["m"], "methods": ["x"]}]})
-        return RunSpec(dataset="d", model="m", method="x", seed=fields.pop("seed", 0),
-                       dataset_cfg=resolved["datasets"]["d"], model_cfg=resolved["models"]["m"],
-                       method_cfg=resolved["methods"]["x"], table_path=str(table),
-                       run_dir=fields.pop("run_dir", tmp_path / "run"), **fields)
+        seed, run_dir = fields.pop("seed", 0), fields.pop("run_dir", tmp_path / "run")
+        inputs = {"table": str(table), **{name: fields.pop(field) for name, field in INPUT_FIELDS.items()
+                                         if field in fields}}
+        return RunSpec.from_config(resolved, "d", "m", "x", seed, run_dir=run_dir, inputs=inputs, **fields)
 
     return make
 

@@ -72,15 +72,16 @@ def test_a_distilbert_encoder_trains_lora_with_default_settings(distilbert_works
     """DistilBERT names its attention q_lin/v_lin, not BERT's query/value: the default targets follow the
     architecture. Only the run's length and rate are set; every LoRA key is the schema's default."""
     from tunebench.methods.encoder import build_model
-    from tunebench.runner import RunSpec, execute
+    from tunebench.runner import execute
+    from tunebench.spec import RunSpec
 
     root, model_cfg = distilbert_workspace
     cfg = resolved({"strategy": "lora", "epochs": 3, "learning_rate": 5e-3, "batch_size": 16,
                     "early_stopping_patience": None, "precision": "fp32", "logging_steps": 1})
-    spec = RunSpec(dataset="d", model="tiny-distilbert", method="lora", seed=0, dataset_cfg=cfg["datasets"]["d"],
-                   model_cfg=model_cfg, method_cfg=cfg["methods"]["m"], table_path=str(root / "table.parquet"),
-                   run_dir=Path(tmp_path / "run"), threads=1, tokenized_dir=str(root / "tokenized"),
-                   features_path=str(root / "mean.npz"))
+    config = {"datasets": cfg["datasets"], "models": {"tiny-distilbert": model_cfg}, "methods": {"lora": cfg["methods"]["m"]}}
+    spec = RunSpec.from_config(config, "d", "tiny-distilbert", "lora", run_dir=tmp_path / "run",
+                               inputs={"table": str(root / "table.parquet"), "tokenized": str(root / "tokenized"),
+                                       "features": str(root / "mean.npz")})
     trainable = {n for n, p in build_model(spec).named_parameters() if p.requires_grad}
     lora = {n for n in trainable if "lora_" in n}
     assert lora and all(".q_lin." in n or ".v_lin." in n for n in lora)

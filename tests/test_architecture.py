@@ -95,6 +95,14 @@ def test_package_never_names_a_repository_path():
     assert found == []
 
 
+def test_the_rules_take_every_results_path_from_the_layout_helper(repo):
+    """tunebench.paths names the results layout once: no rule file writes a results/ path of its own."""
+    rules = [repo / "Snakefile", *sorted((repo / "workflow" / "rules").glob("*.smk"))]
+    found = [f"{path.name}:{n}" for path in rules for n, line in enumerate(path.read_text().splitlines(), 1)
+             if ('"results/' in line or "'results/" in line) and not line.lstrip().startswith("#")]
+    assert found == []
+
+
 def test_the_rules_catch_a_violation(tmp_path):
     """The checker itself: a module that breaks a rule is reported."""
     bad = tmp_path / "bad.py"
@@ -103,13 +111,106 @@ def test_the_rules_catch_a_violation(tmp_path):
     assert "results/runs" in string_constants(bad)
 
 
+# ---- the layer order, and no cycle ----------------------------------------------------------------------------
+#
+# Lowest first. A module imports only modules of its own layer or a lower one, at module level or inside a
+# function alike (imports_of sees both), and no chain of imports leads back to where it started.
+
+LAYERS = (
+    ("ground", ("tunebench", "tunebench.spec", "tunebench.files", "tunebench.paths", "tunebench.hardware",
+                "tunebench.provenance", "tunebench.progress", "tunebench.selection", "tunebench.data",
+                "tunebench.data.errors", "tunebench.evaluation", "tunebench.evaluation.metrics",
+                "tunebench.evaluation.answers", "tunebench.evaluation.stats", "tunebench.modeling",
+                "tunebench.methods")),
+    ("registry", ("tunebench.families", "tunebench.strategies")),
+    ("data", ("tunebench.data.*",)),
+    ("modeling and config validation", ("tunebench.modeling.*", "tunebench.config")),
+    ("methods", ("tunebench.methods.*",)),
+    ("runs", ("tunebench.runner", "tunebench.estimate")),
+    ("aggregate and report", ("tunebench.evaluation.*",)),
+    ("entry points", ("tunebench.jobs", "tunebench.cli")),
+)
+
+
+def layer_of(module: str) -> int | None:
+    """The layer index of a module: an exact name first, then the lowest layer whose `package.*` holds it."""
+    for exact in (True, False):
+        for index, (_, members) in enumerate(LAYERS):
+            for member in members:
+                if (module == member) if exact else (member.endswith(".*") and module.startswith(member[:-1])):
+                    return index
+    return None
+
+
+def import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """{module: the package modules it imports}, `from package import name` resolved to the module it names."""
+    def resolve(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    return {name: {target for imp in imports_of(path) if (target := resolve(imp)) and target != name}
+            for name, path in modules.items()}
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{name} ({LAYERS[layer_of(name)][0]}) imports {target} ({LAYERS[layer_of(target)][0]})"
+                  for name, targets in graph.items() for target in targets if layer_of(target) > layer_of(name))
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every import cycle found by a depth-first walk (each reported once, from where the walk met it)."""
+    found, state = [], {}
+
+    def walk(node: str, path: list[str]) -> None:
+        state[node] = "open"
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == "open":
+                found.append(path[path.index(target):] + [target])
+            elif target not in state:
+                walk(target, path + [target])
+        state[node] = "done"
+
+    for start in sorted(graph):
+        if start not in state:
+            walk(start, [start])
+    return found
+
+
+GRAPH = import_graph(MODULES)
+
+
+def test_every_module_has_a_layer():
+    assert [name for name in MODULES if layer_of(name) is None] == []
+
+
+def test_no_module_imports_a_higher_layer():
+    assert layer_violations(GRAPH) == []
+
+
+def test_no_import_cycle_even_through_imports_inside_functions():
+    assert cycles(GRAPH) == []
+
+
+def test_the_layer_check_catches_a_planted_violation_and_cycle(tmp_path):
+    """The checker itself: files importing the runner inside a function (a lower layer reaching up, closing a
+    cycle runner → files → runner) is reported by both checks."""
+    planted = tmp_path / "files.py"
+    planted.write_text("def later():\n    from tunebench.runner import execute\n")
+    graph = import_graph({**MODULES, "tunebench.files": planted})
+    assert graph["tunebench.files"] == {"tunebench.runner"}
+    assert layer_violations(graph) == ["tunebench.files (ground) imports tunebench.runner (runs)"]
+    assert any(cycle[0] == cycle[-1] and {"tunebench.files", "tunebench.runner"} <= set(cycle)
+               for cycle in cycles(graph))
+
+
 # ---- a new method: its module and one registry entry ---------------------------------------------------------
 
 TOY_MODULE = '''
 """toy_median: predicts the training median (a method added by a test)."""
 import polars as pl
 
-from tunebench.runner import RunOutput
+from tunebench.spec import RunOutput
 
 
 def run(spec):
@@ -129,9 +230,10 @@ def test_a_new_strategy_needs_only_its_module_and_one_registry_entry(tmp_path, m
     with pytest.raises(tbconfig.ConfigError, match="toy_median"):
         make_table_spec(table, "regression", None, {"strategy": "toy_median"})
 
-    toy = families.Family("toy", "toy_median_module", "run_toy", "baselines", 1, ("toy_median",),
-                          schema="baseline_method", tasks=frozenset({"regression"}))
+    toy = families.Family("toy", "toy_median_module", "run_toy", "baselines", 1, schema="baseline_method",
+                          tasks=frozenset({"regression"}))
     monkeypatch.setattr(families, "FAMILIES", families.FAMILIES + (toy,))
+    monkeypatch.setattr(families, "STRATEGIES", families.STRATEGIES + (families.Strategy("toy_median", "toy"),))
     spec = make_table_spec(table, "regression", None, {"strategy": "toy_median"})
     record = runner.execute(spec, tmp_path / "predictions.parquet", tmp_path / "metrics.json")
     assert record["family"] == "toy" and record["cost"]["trainable_params"] == 1

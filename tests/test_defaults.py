@@ -12,7 +12,8 @@ from tiny_models import build_tiny_bert
 from tunebench import config as tbconfig
 from tunebench.modeling.features import encode_features
 from tunebench.modeling.tokenize import tokenize_table
-from tunebench.runner import RunSpec, execute
+from tunebench.runner import execute
+from tunebench.spec import RunSpec
 
 LABELS = ["negative", "neutral", "positive"]
 SIGNAL = {"negative": ["slump", "loss", "cut"], "neutral": ["meeting", "filing", "board"],
@@ -58,9 +59,11 @@ def run(workspace, tmp_path, task: str, method: dict) -> dict:
     config = tbconfig.validate({"datasets": {"own": ds}, "models": {"tiny": model_cfg(workspace)},
                                 "methods": {"m": method},
                                 "study": [{"datasets": ["own"], "models": ["tiny"], "methods": ["m"]}]})
-    spec = RunSpec("own", "tiny", method["strategy"], 0, config["datasets"]["own"], config["models"]["tiny"],
-                   config["methods"]["m"], str(workspace / "table.parquet"), tmp_path / "run", threads=2,
-                   tokenized_dir=str(workspace / "tokenized"), features_path=str(workspace / "mean.npz"))
+    config["methods"] = {method["strategy"]: config["methods"]["m"]}
+    spec = RunSpec.from_config(config, "own", "tiny", method["strategy"], run_dir=tmp_path / "run", threads=2,
+                               inputs={"table": str(workspace / "table.parquet"),
+                                       "tokenized": str(workspace / "tokenized"),
+                                       "features": str(workspace / "mean.npz")})
     return execute(spec, tmp_path / "p.parquet", tmp_path / "m.json")
 
 

@@ -21,7 +21,8 @@ from tunebench import config as tbconfig
 from tunebench.methods.encoder import build_model, encoder_layers, feature_splits
 from tunebench.modeling.training import load_trainable, save_trainable
 from tunebench.modeling.features import encode_features
-from tunebench.runner import RunSpec, execute
+from tunebench.runner import execute
+from tunebench.spec import RunSpec
 from tunebench.modeling.tokenize import tokenize_table
 
 LABELS = ["negative", "neutral", "positive"]
@@ -77,10 +78,11 @@ def resolved(method: dict, model: dict | None = None, task: str = "classificatio
 def make_spec(root: Path, strategy: str, task: str = "classification", run_dir=None, pooling="mean", **method):
     cfg = resolved({"strategy": strategy, "epochs": 3, "learning_rate": 5e-3, "batch_size": 16,
                     "early_stopping_patience": None, "precision": "fp32", **method}, task=task)
-    return RunSpec(dataset="d", model="tiny", method=strategy, seed=0, dataset_cfg=cfg["datasets"]["d"],
-                   model_cfg=resolved_model(str(root / "bert"), pooling), method_cfg=cfg["methods"]["m"],
-                   table_path=str(root / "table.parquet"), run_dir=Path(run_dir or root / "runs" / f"{strategy}-{task}"),
-                   threads=1, tokenized_dir=str(root / "tokenized"), features_path=str(root / f"{pooling}.npz"))
+    config = {"datasets": cfg["datasets"], "models": {"tiny": resolved_model(str(root / "bert"), pooling)},
+              "methods": {strategy: cfg["methods"]["m"]}}
+    return RunSpec.from_config(config, "d", "tiny", strategy, run_dir=run_dir or root / "runs" / f"{strategy}-{task}",
+                               inputs={"table": str(root / "table.parquet"), "tokenized": str(root / "tokenized"),
+                                       "features": str(root / f"{pooling}.npz")})
 
 
 def trainable_names(model) -> set[str]:

@@ -79,7 +79,7 @@ def test_study_costs_are_the_estimates_jobs_by_rule(monkeypatch, tmp_path):
     """Every job of the smoke study priced as tunebench.estimate prices it: the costs add up to its estimate."""
     monkeypatch.setattr(est, "cached_calibration", lambda threads: None)   # as on the reference machine
     reference = REPO / "docs" / "results"
-    costs, overhead = progress.study_costs(REPO / "config" / "smoke.yaml", reference, tmp_path / "results")
+    costs, overhead = est.study_costs(REPO / "config" / "smoke.yaml", reference, tmp_path / "results")
     meta = json.loads((reference / "calibration.json").read_text())
     cfg = tbconfig.load(REPO / "config" / "smoke.yaml")
     expected = est.estimate(cfg, reference, meta, cores=2, results=tmp_path / "results")
@@ -87,7 +87,7 @@ def test_study_costs_are_the_estimates_jobs_by_rule(monkeypatch, tmp_path):
     assert overhead == meta["job_overhead_s"]
     run = next(iter(costs["run_baseline"]))
     assert len(run) == 4 and run[1] == "none" and run[3] == "0"   # (dataset, model, method, seed) as wildcards
-    skipped = progress.study_costs(REPO / "config" / "smoke.yaml", reference, tmp_path / "results",
+    skipped = est.study_costs(REPO / "config" / "smoke.yaml", reference, tmp_path / "results",
                                    overrides={"skip_methods": ["tfidf"]})[0]
     assert not any(key[2] == "tfidf" for key in skipped["run_baseline"])
 

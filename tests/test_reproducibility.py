@@ -9,7 +9,8 @@ import polars as pl
 import pytest
 
 from test_encoder import LABELS, make_spec as make_encoder_spec, resolved, synthetic_table, workspace  # noqa: F401
-from tunebench.runner import RunSpec, execute
+from tunebench.runner import execute
+from tunebench.spec import RunSpec
 
 
 def predictions_of(spec: RunSpec, out_dir) -> pl.DataFrame:

@@ -14,6 +14,7 @@ import tunebench.data.loaders  # noqa: E402
 import tunebench.modeling.sources  # noqa: E402
 from tunebench import config as tbconfig  # noqa: E402
 from tunebench import families  # noqa: E402
+from tunebench import paths  # noqa: E402
 
 try:
     _source = workflow.configfiles[-1] if workflow.configfiles else "config"
@@ -59,14 +60,13 @@ def shipped_file(relative):
 # The word list lm_dictionary reads: an input, so that editing it reruns those runs.
 LM_LEXICON = shipped_file("data/raw/loughran_mcdonald/LoughranMcDonald_SentimentWordLists_2018.csv")
 PUBLISHED_ANCHORS = shipped_file(config["report"]["published_anchors"])
-# Answers of API models, cached across runs (a rerun sends no request): named here, never in the package.
-API_CACHE = "results/cache/api"
-
-RUN_DIR = "results/runs/{dataset}/{model}/{method}/seed{seed}"
+# Answers of API models, cached across runs (a rerun sends no request). Every results path: tunebench.paths.
+API_CACHE = paths.api_cache()
 
 
-def run_dirs():
-    return [f"results/runs/{r.path}" for r in RUNS]
+def run_files(of):
+    """One file of every run of the study: of(dataset, model, method, seed), e.g. paths.run_metrics."""
+    return [of(r.dataset, r.model, r.method, r.seed) for r in RUNS]
 
 
 def study_datasets():
@@ -74,14 +74,7 @@ def study_datasets():
 
 
 def final_outputs():
-    return [
-        "results/runs.csv",
-        "results/summary.csv",
-        "results/comparisons.csv",
-        "results/strata.csv",
-        "results/report.md",
-        "results/report.html",
-    ]
+    return [paths.study_file(name) for name in paths.TABLES + paths.REPORT]
 
 
 def model_cfg(name):
@@ -112,18 +105,19 @@ def pooling_for(model, method):
 
 
 def tokenized_dir(dataset, model):
-    return f"results/tokenized/{dataset}/{model}/len{max_length(model)}"
+    return paths.tokenized(dataset, model, max_length(model))
 
 
 def features_file(dataset, model, pooling):
-    return f"results/features/{dataset}/{model}/{pooling}-len{max_length(model)}.npz"
+    return paths.features(dataset, model, pooling, max_length(model))
 
 
 def run_inputs(wc):
-    """The prepared table, plus what the method's strategy reads (tunebench.families) and what its keys imply."""
+    """The prepared table, plus what the method's strategy reads (tunebench.families) and what its keys imply,
+    named as tunebench.spec.INPUT_FIELDS names them (the one mapping a run's job receives)."""
     method = config["methods"][wc.method]
-    inputs = {"table": f"results/data/{wc.dataset}/table.parquet"}
-    for kind in families.family_of(method["strategy"]).inputs_of(method["strategy"]):
+    inputs = {"table": paths.table(wc.dataset)}
+    for kind in families.strategy(method["strategy"]).inputs:
         if kind == "tokenized":
             inputs["tokenized"] = tokenized_dir(wc.dataset, wc.model)
         elif kind == "features":
@@ -135,12 +129,12 @@ def run_inputs(wc):
         else:
             raise WorkflowError(f"unknown input kind '{kind}' in tunebench.families")
     if wc.model in GGUF_MODELS:
-        inputs["model_dir"] = f"results/models/{wc.model}"
+        inputs["model_dir"] = paths.model_dir(wc.model)
     if tuned(method):
-        inputs["selection"] = f"results/selection/{wc.dataset}/{wc.model}/{wc.method}.json"
-        inputs["trained"] = f"results/selection/{wc.dataset}/{wc.model}/{wc.method}.trained"
+        inputs["selection"] = paths.selection(wc.dataset, wc.model, wc.method)
+        inputs["trained"] = paths.trained(wc.dataset, wc.model, wc.method)
     elif method.get("learning_rate_from"):  # the rate another method chose on the same dataset and model
-        inputs["selection"] = f"results/selection/{wc.dataset}/{wc.model}/{method['learning_rate_from']}.json"
+        inputs["selection"] = paths.selection(wc.dataset, wc.model, method["learning_rate_from"])
     if method.get("selection") == "similar" and method.get("retriever"):
         inputs["embeddings"] = features_file(wc.dataset, method["retriever"], "mean")
     return inputs
@@ -148,7 +142,7 @@ def run_inputs(wc):
 
 def tuned(method) -> bool:
     """A trained method whose learning rate is chosen on dev (rule tune_<family>)."""
-    return bool(method.get("learning_rate_grid")) and families.family_of(method["strategy"]).trains
+    return bool(method.get("learning_rate_grid")) and families.strategy(method["strategy"]).trains
 
 
 def selection_inputs(wc):

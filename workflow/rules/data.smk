@@ -5,14 +5,15 @@ rule prepare:
     input:
         lambda wc: [str(p) for p in tunebench.data.loaders.raw_files(config["datasets"][wc.dataset])],
     output:
-        table="results/data/{dataset}/table.parquet",
-        splits="results/data/{dataset}/splits.csv",
-        manifest="results/data/{dataset}/manifest.json",
+        table=paths.table(),
+        splits=paths.splits(),
+        manifest=paths.manifest(),
     log:
         "logs/prepare/{dataset}.log",
     conda:
         "../../envs/data.yaml"
     params:
+        job="prepare",
         dataset_cfg=lambda wc: dataset_settings(wc.dataset),
         version=tunebench.__version__,
     script:
@@ -21,15 +22,16 @@ rule prepare:
 
 rule tokenize:
     input:
-        table="results/data/{dataset}/table.parquet",
+        table=paths.table(),
     output:
-        shards=directory("results/tokenized/{dataset}/{model}/len{max_length}"),
+        shards=directory(paths.tokenized()),
     log:
         "logs/tokenize/{dataset}/{model}/len{max_length}.log",
     conda:
         "../../envs/train.yaml"
     threads: 2
     params:
+        job="tokenize",
         model_cfg=lambda wc: config["models"][wc.model],
         version=tunebench.__version__,
     script:
@@ -38,15 +40,16 @@ rule tokenize:
 
 rule encode_features:
     input:
-        shards="results/tokenized/{dataset}/{model}/len{max_length}",
+        shards=paths.tokenized(),
     output:
-        features="results/features/{dataset}/{model}/{pooling}-len{max_length}.npz",
+        features=paths.features(),
     log:
         "logs/encode_features/{dataset}/{model}/{pooling}-len{max_length}.log",
     conda:
         "../../envs/train.yaml"
     threads: 8
     params:
+        job="encode_features",
         model_cfg=lambda wc: config["models"][wc.model],
         version=tunebench.__version__,
     script:

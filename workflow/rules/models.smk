@@ -6,7 +6,7 @@ rule import_model:
     input:
         gguf=lambda wc: str(tunebench.modeling.sources.gguf_path(config["models"][wc.model])),
     output:
-        model_dir=directory("results/models/{model}"),
+        model_dir=directory(paths.model_dir()),
     log:
         "logs/import_model/{model}.log",
     wildcard_constraints:
@@ -15,6 +15,7 @@ rule import_model:
         "../../envs/train.yaml"
     threads: 2
     params:
+        job="import_model",
         model_cfg=lambda wc: config["models"][wc.model],
         version=tunebench.__version__,
     script:

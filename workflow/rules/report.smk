@@ -4,19 +4,20 @@
 
 rule aggregate:
     input:
-        metrics=[f"{d}/metrics.json" for d in run_dirs()],
-        predictions=[f"{d}/predictions.parquet" for d in run_dirs()],
-        tables=[f"results/data/{d}/table.parquet" for d in study_datasets()],
+        metrics=run_files(paths.run_metrics),
+        predictions=run_files(paths.run_predictions),
+        tables=[paths.table(d) for d in study_datasets()],
     output:
-        runs=report("results/runs.csv", caption="../report/runs.rst", category="Tables"),
-        summary=report("results/summary.csv", caption="../report/summary.rst", category="Tables"),
-        comparisons=report("results/comparisons.csv", caption="../report/comparisons.rst", category="Tables"),
-        strata=report("results/strata.csv", caption="../report/strata.rst", category="Tables"),
+        runs=report(paths.study_file("runs.csv"), caption="../report/runs.rst", category="Tables"),
+        summary=report(paths.study_file("summary.csv"), caption="../report/summary.rst", category="Tables"),
+        comparisons=report(paths.study_file("comparisons.csv"), caption="../report/comparisons.rst", category="Tables"),
+        strata=report(paths.study_file("strata.csv"), caption="../report/strata.rst", category="Tables"),
     log:
         "logs/aggregate.log",
     conda:
         "../../envs/data.yaml"
     params:
+        job="aggregate",
         datasets=study_datasets(),
         clusters=dataset_clusters(),
         stats=lambda wc: report_settings("comparisons", "bootstrap_samples", "confidence"),
@@ -27,18 +28,18 @@ rule aggregate:
 
 rule report:
     input:
-        runs="results/runs.csv",
-        summary="results/summary.csv",
-        comparisons="results/comparisons.csv",
-        strata="results/strata.csv",
+        runs=paths.study_file("runs.csv"),
+        summary=paths.study_file("summary.csv"),
+        comparisons=paths.study_file("comparisons.csv"),
+        strata=paths.study_file("strata.csv"),
         anchors=PUBLISHED_ANCHORS,
     output:
-        markdown=report("results/report.md", caption="../report/report.rst", category="Report"),
-        html=report("results/report.html", caption="../report/report_html.rst", category="Report"),
+        markdown=report(paths.study_file("report.md"), caption="../report/report.rst", category="Report"),
+        html=report(paths.study_file("report.html"), caption="../report/report_html.rst", category="Report"),
         # build_report writes its figures to figures/ next to report.md.
-        readme_table="results/readme_table.md",
+        readme_table=paths.study_file("readme_table.md"),
         figures=report(
-            directory("results/figures"),
+            directory(paths.study_file("figures")),
             # <dataset>/all/<figure>.png compares methods; <dataset>/<method>/lr-selection.png is one method's
             patterns=["{dataset}/{method}/{figure}.png"],
             caption="../report/figures.rst",
@@ -51,6 +52,7 @@ rule report:
     conda:
         "../../envs/data.yaml"
     params:
+        job="report",
         settings=lambda wc: report_settings("primary_metric", "dictionary_words", "study", "full_study_command"),
         config_file=os.path.relpath(workflow.configfiles[-1]) if workflow.configfiles else None,
         version=tunebench.__version__,

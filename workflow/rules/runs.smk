@@ -11,8 +11,8 @@ for _family in families.families():
         input:
             unpack(run_inputs),
         output:
-            predictions=f"{RUN_DIR}/predictions.parquet",
-            metrics=f"{RUN_DIR}/metrics.json",
+            predictions=paths.run_predictions(),
+            metrics=paths.run_metrics(),
         log:
             f"logs/{_family.rule}/{{dataset}}/{{model}}/{{method}}/seed{{seed}}.log",
         wildcard_constraints:
@@ -21,6 +21,7 @@ for _family in families.families():
             f"../../envs/{_family.env}.yaml"
         threads: _family.threads
         params:
+            job="run_method",
             run=run_params,
             version=tunebench.__version__,
         script:
@@ -41,8 +42,8 @@ for _family in families.families():
         input:
             unpack(selection_inputs),
         output:
-            selection="results/selection/{dataset}/{model}/{method}.json",
-            trained=directory("results/selection/{dataset}/{model}/{method}.trained"),
+            selection=paths.selection(),
+            trained=directory(paths.trained()),
         log:
             f"logs/tune_{_family.name}/{{dataset}}/{{model}}/{{method}}.log",
         wildcard_constraints:
@@ -51,6 +52,7 @@ for _family in families.families():
             f"../../envs/{_family.env}.yaml"
         threads: _family.threads
         params:
+            job="select_learning_rate",
             run=selection_params,
             version=tunebench.__version__,
         script:

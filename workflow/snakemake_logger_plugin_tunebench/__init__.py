@@ -122,9 +122,9 @@ class LogHandler(RichLogHandler or LogHandlerBase):
                 self.console.print(self.progress.line(), markup=False, highlight=False, soft_wrap=True)
 
     def job_costs(self) -> tuple[dict, float]:
-        """Each planned job's estimated seconds (tunebench.progress.study_costs); without a reference or a
+        """Each planned job's estimated seconds (tunebench.estimate.study_costs); without a reference or a
         readable config, every job costs the same and only the finished jobs' times inform the ETA."""
-        from tunebench.progress import study_costs
+        from tunebench.estimate import study_costs
 
         try:
             return study_costs(self.study, self.reference, Path("results"), self.overrides,

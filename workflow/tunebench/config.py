@@ -15,7 +15,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from tunebench import families
+from tunebench import families, paths
 from tunebench.evaluation import answers
 from tunebench.modeling import adapters, sources
 
@@ -79,12 +79,14 @@ def _describe(err) -> str:
     return f"config key '{_key(err.absolute_path)}': {err.message}"
 
 
-def strategy_defaults(schema: dict, method: dict) -> dict:
-    """The method with its strategy's defaults (schema key x-strategy-defaults) filled where it leaves them out.
-    An explicit learning_rate without a grid means "train at this rate": no default grid is added then."""
+def strategy_defaults(method: dict) -> dict:
+    """The method with its strategy's defaults (tunebench.families: Strategy.defaults) filled where it leaves
+    them out. An explicit learning_rate without a grid means "train at this rate": no default grid is added then.
+    An unknown strategy is left to the schema to name."""
     if not isinstance(method, dict):
         return method
-    defaults = dict(schema.get("x-strategy-defaults", {}).get(method.get("strategy"), {}))
+    known = method.get("strategy") in families.all_strategies()
+    defaults = copy.deepcopy(families.strategy(method["strategy"]).defaults) if known else {}
     if "learning_rate" in method and "learning_rate_grid" not in method:
         defaults["learning_rate_grid"] = None
     return {**defaults, **method}
@@ -100,7 +102,7 @@ def validate(config: dict, source: str = "config") -> dict:
                                  for name, m in config["methods"].items()}
         except adapters.AdapterConfigError as e:
             raise ConfigError(str(e)) from None
-        config["methods"] = {name: strategy_defaults(schema, m) for name, m in config["methods"].items()}
+        config["methods"] = {name: strategy_defaults(m) for name, m in config["methods"].items()}
     validator = _validator_with_defaults()(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), e.message))
     if errors:
@@ -232,7 +234,7 @@ def _check_semantics(config: dict, source: str) -> None:
     for name, method in methods.items():
         _check_verbalizers(method, f"{source}: config key 'methods.{name}")
         _check_learning_rate_from(methods, name, f"{source}: config key 'methods.{name}")
-        if method["strategy"] != "icl":
+        if not families.strategy(method["strategy"]).retrieves:
             continue
         where = f"{source}: config key 'methods.{name}"
         retriever = method.get("retriever")
@@ -328,16 +330,19 @@ def check_against_training_split(method: str, method_cfg: dict, dataset: str, tr
     config time: a method may not ask for more labelled examples than the training split has.
     `train_labels` is the training split's label column (any values for regression: only its length counts)."""
     where = f"config key 'methods.{method}"
-    k = method_cfg.get("k") if method_cfg["strategy"] == "icl" else None
+    strategy = families.strategy(method_cfg["strategy"])
+    key = strategy.examples_key
+    k = method_cfg.get(key) if key else None
     if k and k > len(train_labels):
-        raise ConfigError(f"{where}.k': {k} demonstrations per prompt, but dataset '{dataset}' has "
-                          f"{len(train_labels)} training rows; expected k ≤ {len(train_labels)}")
-    if method_cfg["strategy"] == "embedding_few_shot":
+        raise ConfigError(f"{where}.{key}': {k} demonstrations per prompt, but dataset '{dataset}' has "
+                          f"{len(train_labels)} training rows; expected {key} ≤ {len(train_labels)}")
+    key = strategy.per_class_key
+    if key:
         counts = {label: train_labels.count(label) for label in sorted(set(train_labels))}
         smallest = min(counts, key=counts.get)
-        if method_cfg["shots"] > counts[smallest]:
-            raise ConfigError(f"{where}.shots': {method_cfg['shots']} examples per class, but class '{smallest}' "
-                              f"has {counts[smallest]} training rows in dataset '{dataset}'; expected shots ≤ "
+        if method_cfg[key] > counts[smallest]:
+            raise ConfigError(f"{where}.{key}': {method_cfg[key]} examples per class, but class '{smallest}' "
+                              f"has {counts[smallest]} training rows in dataset '{dataset}'; expected {key} ≤ "
                               f"{counts[smallest]}")
 
 
@@ -357,7 +362,8 @@ class Run:
 
     @property
     def path(self) -> str:
-        return f"{self.dataset}/{self.model}/{self.method}/seed{self.seed}"
+        """The run's place below results/runs (tunebench.paths)."""
+        return paths.run_key(self.dataset, self.model, self.method, self.seed)
 
 
 def runs(config: dict) -> list[Run]:

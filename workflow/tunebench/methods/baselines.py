@@ -40,7 +40,7 @@ from tunebench.data import lexicons
 from tunebench.modeling.linear_heads import Knob, linear_knob, predict, select_on_dev, tune_on_dev
 from tunebench import files
 from tunebench.evaluation import metrics
-from tunebench.runner import RunOutput, RunSpec
+from tunebench.spec import RunOutput, RunSpec
 
 
 def run(spec: RunSpec) -> RunOutput:

@@ -16,7 +16,7 @@ import torch
 
 from tunebench.modeling.features import load_features
 from tunebench.modeling.loading import load_encoder, load_tokenizer, pool
-from tunebench.runner import RunOutput, RunSpec
+from tunebench.spec import RunOutput, RunSpec
 
 DESCRIPTION_TEMPLATE = "The sentiment of this financial text is {label}."
 

@@ -20,14 +20,14 @@ import polars as pl
 import torch
 from torch import nn
 
+from tunebench import families
 from tunebench.evaluation import metrics
 from tunebench.modeling import adapters, linear_heads, training
 from tunebench.modeling.features import load_features
 from tunebench.modeling.loading import EncoderClassifier, load_encoder, load_tokenizer
 from tunebench.modeling.tokenize import load_tokenized
-from tunebench.runner import RunOutput, RunSpec
+from tunebench.spec import RunOutput, RunSpec
 
-ADAPTER_STRATEGIES = ("lora", "qlora")
 adapters.quiet_bitsandbytes()   # before peft imports bitsandbytes
 
 
@@ -48,36 +48,51 @@ def between_encoder_and_head(model: EncoderClassifier) -> list[str]:
     return ["pooler"] if model.pooling == "cls" and getattr(model.encoder, "pooler", None) is not None else []
 
 
-def apply_strategy(model: EncoderClassifier, strategy: str, cfg: dict) -> nn.Module:
-    """Set requires_grad (or add adapters) for the strategy; return the model to train."""
-    if strategy == "full":
-        model.requires_grad_(True)
-        return model
-    if strategy == "top_k":
-        model.requires_grad_(False)
-        layers = encoder_layers(model.encoder)
-        if not 1 <= cfg["k"] <= len(layers):
-            raise ValueError(f"method key 'k' = {cfg['k']}: the encoder has {len(layers)} layers")
-        for layer in layers[-cfg["k"]:]:
-            layer.requires_grad_(True)
-        for name in between_encoder_and_head(model):
-            getattr(model.encoder, name).requires_grad_(True)
-        model.classifier.requires_grad_(True)
-        return model
-    if strategy in ADAPTER_STRATEGIES:
-        from peft import get_peft_model
+# A trained strategy's registry entry names one of these (Strategy.trainable): given the model and the method's
+# config, set requires_grad (or add adapters) and return the model to train.
 
-        lora = adapters.lora_config(cfg, model.encoder.config.model_type,
-                                    modules_to_save=["classifier", *between_encoder_and_head(model)])
-        return get_peft_model(model, lora)
-    raise ValueError(f"unknown encoder strategy '{strategy}'")
+def train_all(model: EncoderClassifier, cfg: dict) -> nn.Module:
+    """full: every parameter trains."""
+    model.requires_grad_(True)
+    return model
+
+
+def train_top_layers(model: EncoderClassifier, cfg: dict) -> nn.Module:
+    """top_k: the top `k` transformer layers, what sits between them and the head, and the head."""
+    model.requires_grad_(False)
+    layers = encoder_layers(model.encoder)
+    if not 1 <= cfg["k"] <= len(layers):
+        raise ValueError(f"method key 'k' = {cfg['k']}: the encoder has {len(layers)} layers")
+    for layer in layers[-cfg["k"]:]:
+        layer.requires_grad_(True)
+    for name in between_encoder_and_head(model):
+        getattr(model.encoder, name).requires_grad_(True)
+    model.classifier.requires_grad_(True)
+    return model
+
+
+def add_adapters(model: EncoderClassifier, cfg: dict) -> nn.Module:
+    """lora / qlora: peft LoRA adapters on the (frozen) encoder, the head and what precedes it trained in full."""
+    from peft import get_peft_model
+
+    lora = adapters.lora_config(cfg, model.encoder.config.model_type,
+                                modules_to_save=["classifier", *between_encoder_and_head(model)])
+    return get_peft_model(model, lora)
+
+
+def apply_strategy(model: EncoderClassifier, strategy: str, cfg: dict) -> nn.Module:
+    """Set requires_grad (or add adapters) as the strategy's registry entry says; return the model to train."""
+    entry = families.strategy(strategy)
+    if not entry.trainable:
+        raise ValueError(f"encoder strategy '{strategy}' names no trainable function in tunebench.families")
+    return families.load_function(entry.trainable)(model, cfg)
 
 
 def build_model(spec: RunSpec) -> nn.Module:
     cfg = spec.method_cfg
     pooling = cfg.get("pooling") or spec.model_cfg["pooling"]
     num_labels = len(spec.labels) if spec.task == "classification" else 1
-    if spec.strategy == "qlora":
+    if quantised(spec):
         from peft import prepare_model_for_kbit_training
 
         skip = ["pooler", "classifier"] if pooling == "cls" else ["classifier"]
@@ -192,10 +207,13 @@ def _setup(spec: RunSpec) -> None:
     set_seed(spec.seed)
 
 
+def quantised(spec: RunSpec) -> bool:
+    return families.strategy(spec.strategy).quantised
+
+
 def run(spec: RunSpec) -> RunOutput:
+    """A trained encoder strategy's run (`head` has its own: run_head)."""
     _setup(spec)
-    if spec.strategy == "head":
-        return run_head(spec)
     data = TrainingData(spec)
     spec, selection = training.with_selected_learning_rate(spec, len(data.train), data.trial)
     model, trainer, train_seconds, resumed = data.fit(spec)
@@ -207,7 +225,7 @@ def run(spec: RunSpec) -> RunOutput:
     info.update(pooling=model.pooling if hasattr(model, "pooling") else model.base_model.model.pooling,
                 learning_rate=spec.method_cfg["learning_rate"], selection=selection)
     finish(spec, model)
-    if spec.strategy == "qlora":
+    if quantised(spec):
         info.update(linear4bit_modules=training.count_4bit_modules(model), qlora_path=training.qlora_path(model))
     return RunOutput(predictions_frame(spec, data.test_ids, logits), info)
 
@@ -235,10 +253,11 @@ def feature_splits(spec: RunSpec) -> tuple[dict, dict, dict]:
 
 
 def run_head(spec: RunSpec) -> RunOutput:
-    """The head alone on the frozen encoder's cached features, fitted to convergence: logistic regression
+    """Strategy `head` (its registry entry's run): the head alone on the frozen encoder's cached features, fitted to convergence: logistic regression
     (L-BFGS) or ridge on standardised features, the L2 penalty chosen on dev from `C_grid` / `alpha_grid`. A
     Trainer-fitted head for a fixed few epochs can stop far from its optimum (a frozen encoder then looks
     useless — the strawman Wang 2024 warns about); a convex fit cannot."""
+    _setup(spec)
     cfg = spec.method_cfg
     data, ids, cache = feature_splits(spec)
     (x_train, y_train), (x_dev, y_dev), (x_test, _) = data["train"], data["dev"], data["test"]

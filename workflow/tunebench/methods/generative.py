@@ -16,12 +16,17 @@ import time
 import polars as pl
 import torch
 
+from tunebench import families
 from tunebench.evaluation import answers, metrics
 from tunebench.modeling import adapters, lm, loading, prompts, scoring, training
-from tunebench.runner import RunOutput, RunSpec
+from tunebench.spec import RunOutput, RunSpec
 
-QUANTIZED = ("generative_qlora",)
 adapters.quiet_bitsandbytes()   # before peft imports bitsandbytes
+
+
+def quantised(spec: RunSpec) -> bool:
+    """Is the strategy's base 4-bit (its registry entry)?"""
+    return families.strategy(spec.strategy).quantised
 
 
 def base_model(spec: RunSpec, for_training: bool = True):
@@ -30,7 +35,7 @@ def base_model(spec: RunSpec, for_training: bool = True):
     from peft import prepare_model_for_kbit_training
 
     cfg = spec.method_cfg
-    if spec.strategy not in QUANTIZED:
+    if not quantised(spec):
         return loading.load_generative(spec.model_cfg, model_dir=spec.model_dir, training=for_training)
     quantization = training.quantization_config(cfg, skip_modules=["lm_head"])
     model = loading.load_generative(spec.model_cfg, quantization, model_dir=spec.model_dir, training=for_training)
@@ -279,10 +284,10 @@ def run(spec: RunSpec) -> RunOutput:
                 template=type(examples.fmt).__name__, prompt_template=setup.template.header + setup.template.block,
                 tokens_run_eval=result.prompt_tokens, best_dev_metric=dev, dev_metric=training.dev_metric(spec.task)[0],
                 best_dev_loss=trainer.state.best_metric, dev_rows_scored=setup.dev_rows.height,
-                quantization=f"4bit-{cfg['quant_type']}" if spec.strategy in QUANTIZED else None,
+                quantization=f"4bit-{cfg['quant_type']}" if quantised(spec) else None,
                 model_source=loading.model_source(spec.model_cfg, spec.model_dir),
                 attention=trained_with, attention_inference=training.attention_implementation(model))
-    if spec.strategy in QUANTIZED:
+    if quantised(spec):
         info.update(linear4bit_modules=training.count_4bit_modules(model), qlora_path=training.qlora_path(model))
     if cfg["save_weights"]:
         model.save_pretrained(spec.run_dir / "adapter")   # safetensors; load with load_adapter()

@@ -31,7 +31,7 @@ import torch
 from tunebench.evaluation import answers, metrics
 from tunebench.modeling import lm, loading, prompts, scoring, training
 from tunebench.modeling.api import ChatClient
-from tunebench.runner import RunOutput, RunSpec
+from tunebench.spec import RunOutput, RunSpec
 
 
 def run(spec: RunSpec) -> RunOutput:

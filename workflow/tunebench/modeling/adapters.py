@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import warnings
 
+from tunebench import families
+
 # The method keys handed to LoraConfig as they are (the schema describes each; peft documents them).
 LORA_KEYS = ("r", "lora_alpha", "lora_dropout", "target_modules", "bias", "use_rslora", "use_dora",
              "modules_to_save", "layers_to_transform")
 # Our earlier names, still read: each is renamed with a FutureWarning (shown to users, unlike DeprecationWarning).
 DEPRECATED_ALIASES = {"alpha": "lora_alpha", "dropout": "lora_dropout"}
-ADAPTER_STRATEGIES = ("lora", "qlora", "generative_lora", "generative_qlora")
 
 # Encoders that peft's TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING leaves out (peft 0.21), named as the
 # mapping names the others: the attention's query and value projections (ModernBERT fuses q, k and v into one).
@@ -26,10 +27,15 @@ class AdapterConfigError(ValueError):
     """A method's LoRA keys that cannot be used as given."""
 
 
+def takes_lora_keys(strategy) -> bool:
+    """Does the strategy (its registry entry, tunebench.families) take peft's LoRA keys?"""
+    return strategy in families.all_strategies() and families.strategy(strategy).lora
+
+
 def rename_deprecated(method: dict, where: str) -> dict:
     """The method with `alpha` / `dropout` renamed to peft's `lora_alpha` / `lora_dropout` (a FutureWarning says
     so); giving both names of one setting is refused, as either could be the one meant."""
-    if not isinstance(method, dict) or method.get("strategy") not in ADAPTER_STRATEGIES:
+    if not isinstance(method, dict) or not takes_lora_keys(method.get("strategy")):
         return method
     method = dict(method)
     for old, new in DEPRECATED_ALIASES.items():

@@ -24,7 +24,7 @@ from torch import nn
 
 from tunebench import __version__, hardware, selection
 from tunebench.modeling.loading import count_parameters
-from tunebench.runner import RunSpec
+from tunebench.spec import RunSpec
 
 
 def dev_metric(task: str) -> tuple[str, bool]:
