@@ -104,6 +104,7 @@ keep-results: $(INSTALLED) ## copy a finished study into KEEP (default docs/resu
 	$(if $(STUDY_TIME_LOG),cp $(STUDY_TIME_LOG) $(KEEP)/study_time.log)
 	$(if $(STUDY_TIME_LOG),$(BIN)/python -m tunebench.estimate --configfile $(CONFIG) --reference $(KEEP) \
 	   --write-reference $(KEEP)/study_time.log)
+	$(BIN)/python -m tunebench.evaluation.readme   # README's and docs/'s generated blocks, from what is kept now
 
 # A study's results take an hour or more to make again: ask first, and refuse where nobody can answer (CI=true,
 # or no terminal on standard input) unless FORCE=1 says so.
