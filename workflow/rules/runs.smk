@@ -28,8 +28,8 @@ for _family in families.families():
             "../scripts/tunebench_job.py"
 
 
-# Methods with a learning_rate_grid: the rate is chosen on dev once per (dataset, model, method) by a trial per
-# rate on the first seed, and every seed's run trains at it (tunebench.modeling.training.select_learning_rate).
+# Methods with a learning_rate_grid: the rate is chosen on dev once per (dataset, model, method) by trials on the
+# first select_seeds seeds (the protocol: tunebench.selection), and every seed's run trains at it.
 # `trained` holds the chosen full-length trial's model: the first seed's run evaluates it instead of training
 # the same model again (empty when trials are shortened).
 for _family in families.families():

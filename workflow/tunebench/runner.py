@@ -8,6 +8,7 @@ writes `predictions.parquet` and `metrics.json` atomically (metrics.json last: i
 
 from __future__ import annotations
 
+import json
 import resource
 import time
 from datetime import datetime, timezone
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
-from tunebench import __version__, families, files, provenance
+from tunebench import __version__, families, files, provenance, selection
 from tunebench.config import check_against_training_split
 from tunebench.evaluation import answers, metrics
 from tunebench.spec import RunOutput, RunSpec
@@ -75,7 +76,7 @@ def execute(spec: RunSpec, predictions_path, metrics_path) -> dict:
                                  spec.split("train")[spec.target_column].to_list())
     family = families.family_of(spec.strategy)
     spec.run_dir.mkdir(parents=True, exist_ok=True)
-    out = families.strategy(spec.strategy).load("run")(spec)
+    out = families.strategy(spec.strategy).load("run")(with_chosen_settings(spec))
     if "best_dev_metric" in out.info and family.name != "baseline":
         out.info["learning_check"] = learning_check(spec, out.info)
     joined, test_metrics = score(spec, out)
@@ -94,6 +95,26 @@ def execute(spec: RunSpec, predictions_path, metrics_path) -> dict:
     return record
 
 
+def with_chosen_settings(spec: RunSpec) -> RunSpec:
+    """The run at the settings chosen on dev (tunebench.selection.apply_choice): from its selection file (rule
+    tune_<family>, or the one of the method `learning_rate_from` names); a run with a grid and no selection file
+    (outside the workflow) runs the selection first, as the rule would. Unchanged for a method with no grid."""
+    cfg = spec.method_cfg
+    lender = cfg.get("learning_rate_from")
+    if not families.strategy(spec.strategy).trains or not (cfg.get("learning_rate_grid") or lender):
+        return spec
+    if lender and not spec.selection_path:
+        raise ValueError(f"method '{spec.method}' trains at the learning rate '{lender}' chose on dev: its "
+                         f"selection file is needed (rule tune_<family> of '{lender}')")
+    if not spec.selection_path:
+        trace = families.strategy(spec.strategy).load("select")(spec)
+        return selection.apply_choice(spec, trace, spec.run_dir / selection.TRAINED)
+    trace = json.loads(Path(spec.selection_path).read_text())
+    if lender:   # chosen by another method's trials: nothing of them is this run
+        trace = {**trace, "from_method": lender, "reusable_by_seeds": []}
+    return selection.apply_choice(spec, trace, spec.trained_dir)
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -105,20 +126,18 @@ def select(spec: RunSpec, trained_out: Path | None = None) -> dict:
     there is none)."""
     import shutil
 
-    from tunebench.modeling.training import TRAINED
-
     started = datetime.now(timezone.utc)
     check_against_training_split(spec.method, spec.method_cfg, spec.dataset,
                                  spec.split("train")[spec.target_column].to_list())
     spec.run_dir.mkdir(parents=True, exist_ok=True)
-    selection = families.family_of(spec.strategy).load("select")(spec)
+    trace = families.strategy(spec.strategy).load("select")(spec)
     if trained_out is not None:
         shutil.rmtree(trained_out, ignore_errors=True)
-        if (spec.run_dir / TRAINED).exists():
-            shutil.move(spec.run_dir / TRAINED, trained_out)
+        if (spec.run_dir / selection.TRAINED).exists():
+            shutil.move(spec.run_dir / selection.TRAINED, trained_out)
         Path(trained_out).mkdir(parents=True, exist_ok=True)
     shutil.rmtree(spec.run_dir, ignore_errors=True)
-    return {**selection, "started": started.isoformat(), "ended": datetime.now(timezone.utc).isoformat()}
+    return {**trace, "started": started.isoformat(), "ended": datetime.now(timezone.utc).isoformat()}
 
 
 def trivial_dev_metric(spec: RunSpec, metric: str) -> float:

@@ -10,17 +10,28 @@ searched the same way:
     whose seeds disagree least (a single lucky seed does not decide);
   - optionally by successive halving (`successive_halving`): every value trains a fraction of the budget on
     every selection seed, the better half goes on to twice the budget, and so on; the survivors run full length.
-The caller gives `score(value, seed, fraction) -> dev metric` (fraction 1: the run's own recipe); nothing here
-trains, reads files or knows a strategy. The returned trace is what every run records and the report shows.
+The caller gives `score(value, seed, fraction) -> dev metric` (fraction 1: the run's own recipe); the search
+trains nothing, reads no file and knows no strategy. The returned trace is what every run records and the report shows.
+
+For a learning rate the data flows one way: rule tune_<family> runs the search (`learning_rate_search`: its
+settings from the method's config, the seeds from the rule) with the strategy's trials as `score`, keeps the
+winning full-length trials (`keep_chosen_trials`: trial reuse) and writes the trace; each run then gets the
+chosen settings from that trace (`apply_choice`) as data on its RunSpec (`chosen`, never a rewritten method
+config), before its strategy runs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from tunebench.spec import RunSpec
 
 DEFAULT_STEP = math.sqrt(10.0)   # the grid's step when it has a single point to grow from
 
@@ -182,3 +193,49 @@ def _mean_text(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.4f}"
     return f"{np.mean(values):.4f} (seeds: {', '.join(f'{x:.4f}' for x in values)})"
+
+
+# --- learning rates: from the method's config to the chosen settings of its runs -----------------------------
+
+TRAINED = "trained"   # a full-length trial's folder of what its run can reuse; kept trials go to trained/seed<N>
+
+
+def selection_seeds(spec: RunSpec) -> list[int]:
+    """The seeds every rate is tried on: the first `select_seeds` of the method's seeds (the rule passes them;
+    a run that selects for itself has only its own)."""
+    seeds = spec.extra.get("seeds") or [spec.seed]
+    return sorted(seeds)[:spec.method_cfg.get("select_seeds", 1)]
+
+
+def learning_rate_search(spec: RunSpec, greater: bool) -> Search:
+    """The protocol's settings for a method's `learning_rate_grid` (ties toward the stabler rate)."""
+    cfg = spec.method_cfg
+    return Search(grid=list(cfg["learning_rate_grid"]), greater=greater, seeds=selection_seeds(spec),
+                  max_extensions=cfg.get("grid_extensions", 0), tie="stable",
+                  halving=cfg.get("successive_halving", False), halving_eta=cfg.get("halving_eta", 2),
+                  halving_min_fraction=cfg.get("halving_min_fraction", 0.25), final_fraction=cfg["trial_fraction"])
+
+
+def keep_chosen_trials(kept: Path, chosen: float) -> list[int]:
+    """Of the full-length trials kept as kept/lr<rate>/seed<N>, keep the chosen rate's as kept/seed<N> and drop
+    the others; returns the seeds whose run can reuse its trial."""
+    winner = kept / f"lr{chosen:g}"
+    seeds = []
+    if winner.exists():
+        for folder in sorted(winner.iterdir()):
+            shutil.move(folder, kept / folder.name)
+            seeds.append(int(folder.name.removeprefix("seed")))
+    for folder in kept.glob("lr*") if kept.exists() else []:
+        shutil.rmtree(folder, ignore_errors=True)
+    return seeds
+
+
+def apply_choice(spec: RunSpec, trace: dict, trained: str | Path | None) -> RunSpec:
+    """The run at the learning rate `trace` chose, with the trace to record. A seed whose full-length trial won
+    evaluates that trial's trained model (trained/seed<N>) instead of training the same model again."""
+    mine = Path(trained) / f"seed{spec.seed}" if trained else None
+    reuse = (spec.seed in (trace.get("reusable_by_seeds") or []) and mine is not None
+             and (mine / "weights.safetensors").exists())
+    return dataclasses.replace(spec, chosen={**spec.chosen, "learning_rate": trace["chosen"]},
+                               selection_trace=trace, trained_dir=str(mine) if reuse else None)
+

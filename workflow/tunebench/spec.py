@@ -46,6 +46,10 @@ class RunSpec:
     selection_path: str | None = None
     trained_dir: str | None = None
     extra: dict = field(default_factory=dict)
+    # Settings chosen on dev (the learning rate; a trial's step budget), over the method's own: the method config
+    # stays as configured, and `settings` is what the run trains with. selection_trace: the choice's record.
+    chosen: dict = field(default_factory=dict)
+    selection_trace: dict | None = None
 
     @classmethod
     def from_config(cls, config: Mapping, dataset: str, model: str, method: str, seed: int = 0, *,
@@ -61,6 +65,11 @@ class RunSpec:
                    dataset_cfg=config["datasets"][dataset], model_cfg=(config.get("models") or {}).get(model),
                    method_cfg=config["methods"][method], run_dir=Path(run_dir), threads=threads,
                    extra=dict(extra or {}), **{INPUT_FIELDS[name]: path for name, path in inputs.items()})
+
+    @property
+    def settings(self) -> dict:
+        """The method's config with the settings chosen on dev over it."""
+        return {**self.method_cfg, **self.chosen}
 
     @property
     def task(self) -> str:

@@ -212,10 +212,10 @@ def quantised(spec: RunSpec) -> bool:
 
 
 def run(spec: RunSpec) -> RunOutput:
-    """A trained encoder strategy's run (`head` has its own: run_head)."""
+    """A trained encoder strategy's run at spec.settings (a learning rate chosen on dev arrives there, from the
+    runner; `head` has its own run: run_head)."""
     _setup(spec)
     data = TrainingData(spec)
-    spec, selection = training.with_selected_learning_rate(spec, len(data.train), data.trial)
     model, trainer, train_seconds, resumed = data.fit(spec)
     t0 = time.perf_counter()
     logits = training.predict_in_order(trainer, data.test)
@@ -223,7 +223,7 @@ def run(spec: RunSpec) -> RunOutput:
     info = training.cost_info(spec, model, trainer, train_seconds, eval_seconds, int(sum(data.train["length"])),
                               len(data.train), resumed)
     info.update(pooling=model.pooling if hasattr(model, "pooling") else model.base_model.model.pooling,
-                learning_rate=spec.method_cfg["learning_rate"], selection=selection)
+                learning_rate=spec.settings["learning_rate"], selection=spec.selection_trace)
     finish(spec, model)
     if quantised(spec):
         info.update(linear4bit_modules=training.count_4bit_modules(model), qlora_path=training.qlora_path(model))

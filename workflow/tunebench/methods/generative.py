@@ -266,7 +266,6 @@ def select(spec: RunSpec) -> dict:
 def run(spec: RunSpec) -> RunOutput:
     setup = Setup(spec)
     cfg, examples = spec.method_cfg, setup.examples
-    spec, selection = training.with_selected_learning_rate(spec, len(setup.train), setup.trial)
     model, trainer, train_seconds, resumed = setup.fit(spec)
     trained_with = training.attention_implementation(model)
     dev = dev_score(spec, model, setup.tokenizer, examples, setup.dev_rows)
@@ -280,7 +279,7 @@ def run(spec: RunSpec) -> RunOutput:
     info = training.cost_info(spec, model, trainer, train_seconds, eval_seconds, train_tokens, len(setup.train),
                               resumed)
     info.update(decoding=setup.decoding, scoring=cfg["scoring"] if setup.decoding != "generate" else None,
-                learning_rate=spec.method_cfg["learning_rate"], selection=selection,
+                learning_rate=spec.settings["learning_rate"], selection=spec.selection_trace,
                 template=type(examples.fmt).__name__, prompt_template=setup.template.header + setup.template.block,
                 tokens_run_eval=result.prompt_tokens, best_dev_metric=dev, dev_metric=training.dev_metric(spec.task)[0],
                 best_dev_loss=trainer.state.best_metric, dev_rows_scored=setup.dev_rows.height,

@@ -137,7 +137,7 @@ def training_arguments(spec: RunSpec, output_dir: Path, metric: str, greater: bo
                        **overrides):
     from transformers import TrainingArguments
 
-    cfg = spec.method_cfg
+    cfg = spec.settings
     args = dict(
         output_dir=str(output_dir),
         per_device_train_batch_size=cfg["batch_size"],
@@ -171,7 +171,7 @@ def checkpoint_dir(spec: RunSpec, name: str = "checkpoints") -> Path:
     """The run's checkpoint folder, emptied if it holds checkpoints of different settings."""
     path = spec.run_dir / name
     fingerprint = hashlib.sha256(json.dumps(
-        [spec.dataset_cfg, spec.model_cfg, spec.method_cfg, spec.seed, __version__], sort_keys=True,
+        [spec.dataset_cfg, spec.model_cfg, spec.settings, spec.seed, __version__], sort_keys=True,
         default=str).encode()).hexdigest()
     marker = path / "settings.sha256"
     if path.exists() and (not marker.exists() or marker.read_text() != fingerprint):
@@ -200,13 +200,13 @@ def fit(model, train, dev, spec: RunSpec, collator, compute_metrics=None, metric
     default_metric, default_greater = dev_metric(spec.task)
     metric = metric or default_metric
     greater = default_greater if greater is None else greater
-    out = checkpoint_dir(spec, checkpoints) if not spec.method_cfg.get("max_steps") else spec.run_dir
+    out = checkpoint_dir(spec, checkpoints) if not spec.settings.get("max_steps") else spec.run_dir
     # A trial's step limit must reach the Trainer: without it every trial ran the full budget (and the trace
     # still said trial_fraction).
     args = training_arguments(spec, out, metric, greater, group_by_length,
                               **{"num_train_epochs": epochs_for(spec, len(train)), **trial_overrides(spec),
                                  **arg_overrides})
-    patience = spec.method_cfg.get("early_stopping_patience")
+    patience = spec.settings.get("early_stopping_patience")
     callbacks = [EarlyStoppingCallback(early_stopping_patience=patience)] if patience else []
     trainer = (trainer_class or Trainer)(model=model, args=args, train_dataset=train, eval_dataset=dev,
                                          data_collator=collator, compute_metrics=compute_metrics,
@@ -231,54 +231,54 @@ def predict_in_order(trainer, dataset) -> np.ndarray:
     return trainer.predict(dataset).predictions
 
 
-# --- learning-rate selection on dev ------------------------------------------------------------------------------
+# --- learning-rate trials on dev ---------------------------------------------------------------------------------
 #
 # The protocol is tunebench.selection's (grid growing past its edge, the mean over selection seeds, a stability
-# tie rule, optional successive halving); this part only turns a (rate, seed, fraction) into a trial. A
-# full-length trial (fraction 1, the default) is the final run's own recipe — same seed, data, schedule, early
-# stopping and best-checkpoint restore — so the trial at the chosen rate *is* that seed's run: its trained weights
-# are kept (rule tune_<family>'s `.trained/seed<N>` folders) and the run of that seed evaluates them instead of
-# training the same model again. Shorter trials are cheaper but choose differently (bench/trial_agreement.py);
-# nothing is kept from them.
+# tie rule, optional successive halving, which trials are kept); this part only turns a (rate, seed, fraction)
+# into a trial. A full-length trial (fraction 1, the default) is the final run's own recipe — same seed, data,
+# schedule, early stopping and best-checkpoint restore — so the trial at the chosen rate *is* that seed's run: its
+# trained weights are kept (rule tune_<family>'s `.trained/seed<N>` folders) and the run of that seed evaluates
+# them instead of training the same model again. Shorter trials are cheaper but choose differently
+# (bench/trial_agreement.py); nothing is kept from them.
+
+TRAINED = selection.TRAINED
+
 
 def trial_spec(spec: RunSpec, learning_rate: float, train_rows: int, seed: int | None = None,
                fraction: float | None = None) -> RunSpec:
     """A trial at one learning rate and seed. Fraction 1: the final run's recipe. Below 1: that fraction of the
     final run's optimizer steps (the schedule squeezed to fit), no checkpoints or early stopping, scored on dev
-    at its end."""
+    at its end. The trial's settings are chosen ones (RunSpec.chosen): the method config stays as it is."""
     cfg = spec.method_cfg
     seed = spec.seed if seed is None else seed
     fraction = cfg["trial_fraction"] if fraction is None else fraction
-    trial_cfg = {**cfg, "learning_rate": learning_rate, "learning_rate_grid": None}
+    chosen = {"learning_rate": learning_rate}
     if fraction < 1:
         steps = math.ceil(train_rows / cfg["batch_size"]) * epochs_for(spec, train_rows)
-        trial_cfg.update(early_stopping_patience=None, max_steps=max(1, math.ceil(fraction * steps)))
+        chosen.update(early_stopping_patience=None, max_steps=max(1, math.ceil(fraction * steps)))
     name = f"trial-lr{learning_rate:g}-seed{seed}" + (f"-f{fraction:g}" if fraction < 1 else "")
-    return dataclasses.replace(spec, seed=seed, method_cfg=trial_cfg, run_dir=spec.run_dir / name)
+    return dataclasses.replace(spec, seed=seed, chosen={**spec.chosen, **chosen}, run_dir=spec.run_dir / name)
 
 
 def trial_overrides(spec: RunSpec) -> dict:
     """Trainer settings of a shortened trial (see trial_spec); empty for a full run or a full-length trial."""
-    if not spec.method_cfg.get("max_steps"):
+    if not spec.settings.get("max_steps"):
         return {}
-    return {"max_steps": spec.method_cfg["max_steps"], "eval_strategy": "no", "save_strategy": "no",
+    return {"max_steps": spec.settings["max_steps"], "eval_strategy": "no", "save_strategy": "no",
             "load_best_model_at_end": False}
-
-
-TRAINED = "trained"   # a full-length trial's folder of what its run can reuse
 
 
 def keep_trained(spec: RunSpec, model: nn.Module, trainer, train_seconds: float) -> None:
     """After a full-length trial: its trained weights (those that training changed), the Trainer's state (steps,
     losses, best dev metric) and its training time, for the run of the same seed (see reuse_trained)."""
-    if spec.method_cfg.get("max_steps"):
+    if spec.settings.get("max_steps"):
         return
     folder = spec.run_dir / TRAINED
     folder.mkdir(parents=True, exist_ok=True)
     save_trainable(model, folder / "weights.safetensors")
     trainer.state.save_to_json(str(folder / "trainer_state.json"))
     (folder / "trial.json").write_text(json.dumps({"train_time_s": train_seconds, "seed": spec.seed,
-                                                   "learning_rate": spec.method_cfg["learning_rate"]}))
+                                                   "learning_rate": spec.settings["learning_rate"]}))
 
 
 def reuse_trained(model: nn.Module, trainer, folder: Path) -> tuple[float, str]:
@@ -290,13 +290,6 @@ def reuse_trained(model: nn.Module, trainer, folder: Path) -> tuple[float, str]:
     trainer.state = TrainerState.load_from_json(str(folder / "trainer_state.json"))
     print(f"reusing the selection trial at the chosen learning rate ({folder}): it was this run")
     return json.loads((folder / "trial.json").read_text())["train_time_s"], "selection trial"
-
-
-def selection_seeds(spec: RunSpec) -> list[int]:
-    """The seeds every rate is tried on: the first `select_seeds` of the method's seeds (the rule passes them;
-    a run that selects for itself has only its own)."""
-    seeds = spec.extra.get("seeds") or [spec.seed]
-    return sorted(seeds)[:spec.method_cfg.get("select_seeds", 1)]
 
 
 def per_seed(spec: RunSpec, make):
@@ -320,7 +313,7 @@ def select_learning_rate(spec: RunSpec, train_rows: int, trial) -> dict:
     in spec.run_dir / "trained" / "seed<N>" (see keep_trained)."""
     cfg = spec.method_cfg
     metric, greater = dev_metric(spec.task)
-    seeds = selection_seeds(spec)
+    search = selection.learning_rate_search(spec, greater)
     kept = spec.run_dir / TRAINED
     t0 = time.perf_counter()
 
@@ -335,59 +328,14 @@ def select_learning_rate(spec: RunSpec, train_rows: int, trial) -> dict:
         shutil.rmtree(trial_run.run_dir, ignore_errors=True)
         return value
 
-    search = selection.Search(grid=list(cfg["learning_rate_grid"]), greater=greater, seeds=seeds,
-                              max_extensions=cfg.get("grid_extensions", 0), tie="stable",
-                              halving=cfg.get("successive_halving", False), halving_eta=cfg.get("halving_eta", 2),
-                              halving_min_fraction=cfg.get("halving_min_fraction", 0.25),
-                              final_fraction=cfg["trial_fraction"])
     trace = selection.search_grid(search, score, log=lambda line: print(f"learning rate {line}", flush=True))
     chosen = trace["chosen"]
-    reusable = _keep_only(kept, chosen)
+    reusable = selection.keep_chosen_trials(kept, chosen)
     return {**trace, "dev_metric": metric, "dev_by_learning_rate": trace["dev_by_value"],
             "trial_fraction": cfg["trial_fraction"],
-            "trial_steps": trial_spec(spec, chosen, train_rows, fraction=trace["final_fraction"]).method_cfg.get(
+            "trial_steps": trial_spec(spec, chosen, train_rows, fraction=trace["final_fraction"]).settings.get(
                 "max_steps"),
-            "trial_seeds": seeds, "reusable_by_seeds": reusable, "selection_time_s": time.perf_counter() - t0}
-
-
-def _keep_only(kept: Path, chosen: float) -> list[int]:
-    """Keep the chosen rate's trained trials as kept/seed<N>, drop the others; the seeds that can reuse theirs."""
-    winner = kept / f"lr{chosen:g}"
-    seeds = []
-    if winner.exists():
-        for folder in sorted(winner.iterdir()):
-            shutil.move(folder, kept / folder.name)
-            seeds.append(int(folder.name.removeprefix("seed")))
-    for folder in kept.glob("lr*") if kept.exists() else []:
-        shutil.rmtree(folder, ignore_errors=True)
-    return seeds
-
-
-def with_selected_learning_rate(spec: RunSpec, train_rows: int, trial) -> tuple[RunSpec, dict | None]:
-    """The spec to train: at the learning rate chosen on dev (read from the run's selection file, made once per
-    method by rule tune_<family>, or by the method `learning_rate_from` names; or selected here if there is
-    none), else at `learning_rate`. The run of a seed whose full-length trial won gets that trial's trained
-    model (spec.trained_dir) instead of training."""
-    cfg = spec.method_cfg
-    lender = cfg.get("learning_rate_from")
-    if not cfg.get("learning_rate_grid") and not lender:
-        return spec, None
-    if lender and not spec.selection_path:
-        raise ValueError(f"method '{spec.method}' trains at the learning rate '{lender}' chose on dev: its "
-                         f"selection file is needed (rule tune_<family> of '{lender}')")
-    if spec.selection_path:
-        selection_trace = json.loads(Path(spec.selection_path).read_text())
-        if lender:   # chosen by another method's trials: nothing of them is this run
-            selection_trace = {**selection_trace, "from_method": lender, "reusable_by_seeds": []}
-        trained = Path(spec.trained_dir) if spec.trained_dir else None
-    else:
-        selection_trace = select_learning_rate(spec, train_rows, trial)
-        trained = spec.run_dir / TRAINED
-    mine = trained / f"seed{spec.seed}" if trained is not None else None
-    reuse = (spec.seed in (selection_trace.get("reusable_by_seeds") or []) and mine is not None
-             and (mine / "weights.safetensors").exists())
-    return dataclasses.replace(spec, method_cfg={**cfg, "learning_rate": selection_trace["chosen"]},
-                               trained_dir=str(mine) if reuse else None), selection_trace
+            "trial_seeds": search.seeds, "reusable_by_seeds": reusable, "selection_time_s": time.perf_counter() - t0}
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
