@@ -15,15 +15,16 @@ sys.path.insert(0, str(REPO / "workflow"))
 sys.path.insert(0, str(REPO / "tests"))
 
 
-def snakemake_cmd(workdir, *args, configfile="config/smoke.yaml"):
-    """Snakemake on the repository's Snakefile, run in `workdir` (which links data/ and config/)."""
-    return [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+def snakemake_cmd(workdir, *args, configfile="config/smoke.yaml", snakefile=REPO / "Snakefile"):
+    """Snakemake on the repository's Snakefile (or another copy's), run in `workdir` (which links data/ and
+    config/)."""
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--directory", str(workdir),
             "--configfile", configfile, *args]
 
 
-def run_snakemake(workdir, *args, configfile="config/smoke.yaml", check=True, env=None):
-    proc = subprocess.run(snakemake_cmd(workdir, *args, configfile=configfile), capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, cwd=workdir)
+def run_snakemake(workdir, *args, configfile="config/smoke.yaml", check=True, env=None, snakefile=REPO / "Snakefile"):
+    proc = subprocess.run(snakemake_cmd(workdir, *args, configfile=configfile, snakefile=snakefile),
+                          capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=workdir)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc

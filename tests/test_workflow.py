@@ -136,3 +136,73 @@ def test_a_tuned_method_reuses_its_winning_trial_and_lends_its_rate(tmp_path):
     runs = pl.read_csv(workdir / "results/runs.csv")
     assert runs.filter(pl.col("method") == "qlora")["learning_rate_from"][0] == "full"
     assert "Learning-rate selection on dev" in (workdir / "results/report.md").read_text()
+
+
+# ---- a new trained encoder strategy: one module and one registry entry, through the real rules ----------------
+
+BITFIT_MODULE = '''"""bitfit: only the bias terms (and the new head) train (Ben Zaken et al. 2022): a strategy added by a test."""
+
+
+def train_biases(model, cfg):
+    model.requires_grad_(False)
+    for name, parameter in model.named_parameters():
+        if name.endswith(".bias") or name.startswith("classifier."):
+            parameter.requires_grad_(True)
+    return model
+'''
+BITFIT_ENTRY = '''    Strategy("bitfit", "encoder", inputs=TOKENIZED, trains=True, approach="fine-tuned encoder",
+             trainable="tunebench.methods.bitfit:train_biases", defaults={"learning_rate_grid": [1.0e-3, 1.0e-2]}),
+'''
+
+
+def repository_with_bitfit(path):
+    """A copy of the workflow and package with the bitfit strategy added: its module, and its entry at the end
+    of the registry's STRATEGIES (nothing else changed)."""
+    import shutil
+
+    path.mkdir(parents=True)
+    for name in ("Snakefile", "envs", "profiles"):
+        (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, path / name)
+    shutil.copytree(REPO / "workflow", path / "workflow", ignore=shutil.ignore_patterns("__pycache__"))
+    (path / "workflow/tunebench/methods/bitfit.py").write_text(BITFIT_MODULE)
+    registry = path / "workflow/tunebench/families.py"
+    text = registry.read_text()
+    start = text.index("STRATEGIES: tuple[Strategy, ...] = (")
+    end = text.index("\n)\n", start)
+    registry.write_text(text[:end + 1] + BITFIT_ENTRY + text[end + 1:])
+    return path
+
+
+def test_a_new_trained_encoder_strategy_runs_through_the_rules_selection_and_report(tmp_path):
+    """bitfit, added by its module and one registry entry, is validated against the encoder keys, tokenised
+    for, tuned on dev by rule tune_encoder (its learning rate chosen from its registry default grid), run by
+    finetune_encoder training only its biases, aggregated and reported as a fine-tuned encoder."""
+    from conftest import make_workdir
+
+    repo = repository_with_bitfit(tmp_path / "repo")
+    workdir = make_workdir(tmp_path / "bitfit")
+    config = smoke_config()
+    config["methods"] = {"bitfit": {"strategy": "bitfit", "epochs": 1, "max_train_samples": 120, "min_steps": None,
+                                    "precision": "fp32", "grid_extensions": 0, "select_seeds": 1},
+                         "majority": {"strategy": "majority"}}
+    config["study"] = [{"datasets": ["fpb"], "models": ["tiny_bert"], "methods": ["bitfit"]},
+                       {"datasets": ["fpb"], "methods": ["majority"]}]
+    config["report"] = {"comparisons": [["bitfit", "majority"]], "bootstrap_samples": 100}
+    (workdir / "bitfit.yaml").write_text(yaml.safe_dump(config))
+    snakefile = repo / "Snakefile"
+    planned = run_snakemake(workdir, "--dry-run", "--quiet", "rules", configfile="bitfit.yaml",
+                            snakefile=snakefile).stdout
+    assert re.search(r"^tune_encoder\s+1$", planned, re.M) and re.search(r"^finetune_encoder\s+1$", planned, re.M)
+    run_snakemake(workdir, "--cores", "2", configfile="bitfit.yaml", snakefile=snakefile)
+
+    selection = json.loads((workdir / "results/selection/fpb/tiny_bert/bitfit.json").read_text())
+    assert selection["declared_grid"] == [1e-3, 1e-2] and selection["chosen"] in (1e-3, 1e-2)
+    record = json.loads((workdir / "results/runs/fpb/tiny_bert/bitfit/seed0/metrics.json").read_text())
+    assert record["family"] == "encoder" and record["strategy"] == "bitfit"
+    assert record["cost"]["learning_rate"] == selection["chosen"]
+    assert record["cost"]["resumed_from"] == "selection trial"   # the winning trial was this run
+    assert 0 < record["cost"]["trainable_fraction"] < 0.5        # biases and head only
+    runs = pl.read_csv(workdir / "results/runs.csv")
+    assert runs.filter(pl.col("method") == "bitfit")["family"].to_list() == ["encoder"]
+    report = (workdir / "results/report.md").read_text()
+    assert "bitfit" in report and "Learning-rate selection on dev" in report
