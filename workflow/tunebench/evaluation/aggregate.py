@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from tunebench import files
+from tunebench import files, paths
 from tunebench.data.splits import bootstrap_clusters
 from tunebench.evaluation import stats
 from tunebench.families import NO_MODEL
@@ -105,7 +105,7 @@ class Run:
 
     @property
     def name(self) -> str:
-        return f"{self.dataset}/{self.model}/{self.method}/seed{self.seed}"
+        return paths.run_key(self.dataset, self.model, self.method, self.seed)
 
     @property
     def labels(self) -> list[str]:
