@@ -104,3 +104,46 @@ def test_a_linear_heads_penalty_grid_grows_until_the_choice_is_inside():
                                         y[300:], spec)
     assert flat["extensions"] == 0 and flat["chosen"] == 1e-6   # the tie goes to the stronger penalty
     assert flat["plateau"] and not flat["on_edge"]
+
+
+# ---- learning rates: trial reuse and the choice handed to the runs, as data ---------------------------------
+
+def a_spec(tmp_path, seed=0, **method):
+    from tunebench.spec import RunSpec
+
+    config = {"datasets": {"d": {"task": "classification", "labels": ["a", "b"]}},
+              "methods": {"x": {"strategy": "full", "learning_rate": 1e-4, "learning_rate_grid": [1e-4, 1e-3],
+                                "select_seeds": 2, "trial_fraction": 1, **method}}}
+    return RunSpec.from_config(config, "d", "m", "x", seed, run_dir=tmp_path / "run", extra={"seeds": [2, 0, 1]})
+
+
+def full_length_trial(folder):
+    (folder / selection.TRAINED).mkdir(parents=True)
+    (folder / selection.TRAINED / "weights.safetensors").write_text("w")
+    return folder
+
+
+def test_the_winning_full_length_trials_are_kept_for_their_seeds_and_the_rest_dropped(tmp_path):
+    kept = tmp_path / "kept"
+    for lr in (1e-4, 1e-3):
+        for seed in (0, 1):
+            selection.keep_trial(kept, lr, seed, full_length_trial(tmp_path / f"trial-{lr:g}-{seed}"))
+    selection.keep_trial(kept, 1e-2, 0, tmp_path / "shortened")   # a shortened trial leaves nothing
+    assert not list(tmp_path.glob("trial-*"))
+    assert selection.keep_chosen_trials(kept, 1e-3) == [0, 1]
+    assert sorted(p.name for p in kept.iterdir()) == ["seed0", "seed1"]
+
+
+def test_a_run_gets_the_choice_as_data_and_its_method_config_stays_as_configured(tmp_path):
+    spec = a_spec(tmp_path)
+    assert selection.selection_seeds(spec) == [0, 1]   # the first select_seeds of the method's seeds
+    assert selection.learning_rate_search(spec, greater=True).grid == [1e-4, 1e-3]
+    trained = tmp_path / "sel.trained"
+    (trained / "seed0").mkdir(parents=True)
+    (trained / "seed0" / "weights.safetensors").write_text("w")
+    trace = {"chosen": 1e-3, "reusable_by_seeds": [0]}
+    run = selection.apply_choice(spec, trace, trained)
+    assert run.settings["learning_rate"] == 1e-3 and run.method_cfg["learning_rate"] == 1e-4
+    assert run.selection_trace is trace and run.trained_dir == str(trained / "seed0")
+    other = selection.apply_choice(a_spec(tmp_path, seed=1), trace, trained)
+    assert other.settings["learning_rate"] == 1e-3 and other.trained_dir is None   # seed 1 trains

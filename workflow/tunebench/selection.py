@@ -216,6 +216,17 @@ def learning_rate_search(spec: RunSpec, greater: bool) -> Search:
                   halving_min_fraction=cfg.get("halving_min_fraction", 0.25), final_fraction=cfg["trial_fraction"])
 
 
+def keep_trial(kept: Path, value: float, seed: int, trial_dir: Path) -> None:
+    """After a trial: what a full-length one left for its run (trial_dir/trained) is kept as
+    kept/lr<value>/seed<N> until the choice is made; the trial's folder goes."""
+    if (trial_dir / TRAINED).exists():
+        target = kept / f"lr{value:g}" / f"seed{seed}"
+        shutil.rmtree(target, ignore_errors=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(trial_dir / TRAINED, target)
+    shutil.rmtree(trial_dir, ignore_errors=True)
+
+
 def keep_chosen_trials(kept: Path, chosen: float) -> list[int]:
     """Of the full-length trials kept as kept/lr<rate>/seed<N>, keep the chosen rate's as kept/seed<N> and drop
     the others; returns the seeds whose run can reuse its trial."""

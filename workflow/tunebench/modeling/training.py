@@ -320,12 +320,7 @@ def select_learning_rate(spec: RunSpec, train_rows: int, trial) -> dict:
     def score(lr: float, seed: int, fraction: float) -> float:
         trial_run = trial_spec(spec, lr, train_rows, seed, fraction)
         value = float(trial(trial_run))
-        if (trial_run.run_dir / TRAINED).exists():   # a full-length trial: keep it until the choice is made
-            target = kept / f"lr{lr:g}" / f"seed{seed}"
-            shutil.rmtree(target, ignore_errors=True)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(trial_run.run_dir / TRAINED, target)
-        shutil.rmtree(trial_run.run_dir, ignore_errors=True)
+        selection.keep_trial(kept, lr, seed, trial_run.run_dir)
         return value
 
     trace = selection.search_grid(search, score, log=lambda line: print(f"learning rate {line}", flush=True))
