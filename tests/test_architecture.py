@@ -1,5 +1,8 @@
-"""The layering rules README's architecture section states, checked on the source (no imports run), and the
-claim that a new method touches one module and one registry entry."""
+"""The architecture, checked on the source (no imports run): the layer order (LAYERS, lowest first) with no
+import cycle, lazy imports included; the rules README's architecture section states; the results layout named
+only by tunebench.paths; every rule naming its job; RunSpec made only by RunSpec.from_config; strategy names
+compared only in the registry and the strategies' modules; and the claim that a new method touches one module
+and one registry entry (tests/test_workflow.py runs a new trained encoder strategy through the rules)."""
 from __future__ import annotations
 
 import ast
