@@ -67,16 +67,24 @@ def test_a_study_log_of_another_config_gives_no_figure(tmp_path):
     assert stale["values"]["default_study_s"] is None and "NOT the current config" in stale["workload"]
 
 
+def study_log(path, configfile, sha, wall, estimate_s, machine, rss_kb=2048, commit="abc") -> str:
+    """A `make timed-run` log as bench (g) reads it: header (commit, config hash, machine, estimate), then
+    `/usr/bin/time -v`'s lines."""
+    head = f"# commit {commit}\n" if commit else ""
+    path.write_text(f"{head}# config {configfile} sha256 {sha}\n# this machine: {machine}\n"
+                    f"# estimated time: about {estimate_s // 60} min ({estimate_s} s) for 9 jobs\n\tElapsed (wall "
+                    f"clock) time (h:mm:ss or m:ss): {wall}\n\tMaximum resident set size (kbytes): {rss_kb}\n"
+                    "\tExit status: 0\n")
+    return str(path)
+
+
 def test_an_emulated_avx2_study_log_is_compared_with_the_native_one(tmp_path):
     from bench.workflow import config_sha256, measure_study
     from bench.workloads import Context
 
     def log(name, machine, wall):
-        path = tmp_path / name
-        path.write_text(f"# config config/config.yaml sha256 {config_sha256()}\n# this machine: Xeon, {machine}\n"
-                        f"# estimated time: about 30 min (1800 s) for 9 jobs\n\tElapsed (wall clock) time "
-                        f"(h:mm:ss or m:ss): {wall}\n\tMaximum resident set size (kbytes): 1024\n\tExit status: 0\n")
-        return str(path)
+        return study_log(tmp_path / name, "config/config.yaml", config_sha256(), wall, 1800, f"Xeon, {machine}",
+                         rss_kb=1024, commit=None)
 
     ctx = Context(quick=True, threads=1, tmp=tmp_path)
     native = log("native.log", "2 cores, avx2 avx512f avx512_bf16", "16:40")
@@ -368,11 +376,7 @@ def test_the_quick_and_the_full_study_each_from_its_own_log(tmp_path):
     from bench.workloads import Context
 
     def log(name, configfile, sha, wall, estimate_s, machine="AMD EPYC, 2 cores, avx2 avx512f avx512_bf16"):
-        path = tmp_path / name
-        path.write_text(f"# commit abc\n# config {configfile} sha256 {sha}\n# this machine: {machine}\n"
-                        f"# estimated time: about 1 h ({estimate_s} s) for 9 jobs\n\tElapsed (wall clock) time "
-                        f"(h:mm:ss or m:ss): {wall}\n\tMaximum resident set size (kbytes): 2048\n\tExit status: 0\n")
-        return str(path)
+        return study_log(tmp_path / name, configfile, sha, wall, estimate_s, machine)
 
     ctx = Context(quick=True, threads=1, tmp=tmp_path)
     quick = log("quick.log", "config/config.yaml", config_sha256("config/config.yaml"), "12:00", 600)
