@@ -77,6 +77,8 @@ class Strategy:
     examples_key: str | None = None     # method key: labelled examples per prompt (at most the training rows)
     per_class_key: str | None = None    # method key: labelled examples per class (at most the smallest class)
     retrieves: bool = False             # may pick its examples by similarity (needs a `retriever` model)
+    curve: str | None = None            # the report's few-shot curve its runs join: "prompts" or "embedding"
+    word_weights: bool = False          # writes dictionary.csv, its words' weights (the report lists the strongest)
     run: str | None = None              # "module:function" of its run when not the family module's run
     trainable: str | None = None        # trained encoders: "module:function(model, cfg) -> model to train"
 
@@ -118,7 +120,7 @@ STRATEGIES: tuple[Strategy, ...] = (
     Strategy("tfidf", "baseline"),
     Strategy("lm_dictionary", "baseline", inputs=("lexicon",)),
     Strategy("hiv4_dictionary", "baseline"),
-    Strategy("learned_dictionary", "baseline"),
+    Strategy("learned_dictionary", "baseline", word_weights=True),
     Strategy("head", "encoder", inputs=("features",), approach="encoder, head on frozen features",
              run=f"{ENCODER}:run_head"),
     Strategy("top_k", "encoder", inputs=TOKENIZED, trains=True, approach="fine-tuned encoder",
@@ -131,9 +133,9 @@ STRATEGIES: tuple[Strategy, ...] = (
              trainable=f"{ENCODER}:add_adapters", defaults=ADAPTER_RATES),
     Strategy("qlora", "encoder", inputs=TOKENIZED, trains=True, lora=True, quantised=True,
              approach="fine-tuned encoder", trainable=f"{ENCODER}:add_adapters", defaults=ADAPTER_RATES),
-    Strategy("embedding_zero_shot", "embedding", inputs=("mean_features",)),
-    Strategy("embedding_few_shot", "embedding", inputs=("mean_features",), per_class_key="shots"),
-    Strategy("icl", "icl", approach="prompting", examples_key="k", retrieves=True),
+    Strategy("embedding_zero_shot", "embedding", inputs=("mean_features",), curve="embedding"),
+    Strategy("embedding_few_shot", "embedding", inputs=("mean_features",), per_class_key="shots", curve="embedding"),
+    Strategy("icl", "icl", approach="prompting", examples_key="k", retrieves=True, curve="prompts"),
     Strategy("generative_lora", "generative", trains=True, lora=True, approach="fine-tuned generative",
              defaults=GENERATIVE_RATES),
     Strategy("generative_qlora", "generative", trains=True, lora=True, quantised=True,

@@ -23,6 +23,7 @@ from pathlib import Path
 import polars as pl
 
 from tunebench import config as tbconfig
+from tunebench import families
 from tunebench.evaluation.metrics import primary_direction
 from tunebench.evaluation.report import to_markdown
 from tunebench.evaluation.sections import (FAMILY_NAMES, GENERATED, fmt, fmt_ci, fmt_p, fmt_pct, group_notes,
@@ -377,7 +378,8 @@ def bench_block(repo: Path = REPO) -> str:
 # ---- docs/protocol.md: the two studies' sizes ----------------------------------------------------------------------
 
 ENCODERS = ("full", "top_k", "lora", "qlora")
-SIZES = [  # (what, the methods it is read from — None: the study itself, "icl": every prompting method —, key, shown as)
+PROMPTING = "every prompting method"   # in SIZES: the setting is read from each method the registry calls prompting
+SIZES = [  # (what, the methods it is read from — None: the study itself —, key, shown as)
     ("seeds", None, "seeds", lambda v: ", ".join(map(str, v))),
     ("encoder training rows", ENCODERS + ("head",), "max_train_samples", str),
     ("encoder optimizer steps (at least) × batch", ENCODERS, ("min_steps", "batch_size"), lambda v: f"{v[0]} × {v[1]}"),
@@ -387,7 +389,7 @@ SIZES = [  # (what, the methods it is read from — None: the study itself, "icl
     ("seeds every learning rate is tried on", ("full", "top_k", "lora", "llm_lora"), "select_seeds", str),
     ("generative fine-tuning rows, steps × batch", ("llm_lora", "llm_qlora"),
      ("max_train_samples", "min_steps", "batch_size"), lambda v: f"{v[0]}, {v[1]} × {v[2]}"),
-    ("prompting: dev rows for the answer words and scoring rule", "icl", "max_dev_samples",
+    ("prompting: dev rows for the answer words and scoring rule", PROMPTING, "max_dev_samples",
      lambda v: "all" if v is None else str(v)),
 ]
 
@@ -398,7 +400,8 @@ def size_cell(config: dict, methods, key, show) -> str:
         return show(config[key])
     run = {r.method for r in tbconfig.runs(config)}
     chosen = {n: m for n, m in config["methods"].items() if n in run
-              and (m.get("strategy") == "icl" if methods == "icl" else n in methods)}
+              and (families.strategy(m["strategy"]).approach == "prompting" if methods == PROMPTING
+                   else n in methods)}
     values = {n: show(tuple(m.get(k) for k in key) if isinstance(key, tuple) else m.get(key))
               for n, m in chosen.items()}
     if not values:

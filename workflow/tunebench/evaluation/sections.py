@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from tunebench import families
 from tunebench.evaluation import plots
 from tunebench.evaluation.metrics import primary_direction
 from tunebench.families import NO_MODEL
@@ -25,7 +26,6 @@ METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "weighted_f1": "
                 "cosine": "cosine", "unparseable_rate": "unparseable rate"}
 # The second number of a relative-gain headline ("+27% R², −46% MSE"), beside the primary metric.
 SECOND_METRIC = {"classification": "accuracy", "regression": "mse"}
-FEW_SHOT = {"embedding_zero_shot", "embedding_few_shot", "icl"}
 FAMILY_NAMES = {"baseline": "baseline", "encoder": "encoder", "embedding": "frozen embeddings",
                 "icl": "prompting", "generative": "generative fine-tuning"}
 # Metrics that divide by the spread of the predictions: a constant prediction (the majority class, the
@@ -653,18 +653,23 @@ PROMPTING_TEXT = (
     "The paired differences with their intervals are in the comparisons that follow, on the shared test rows.")
 
 
+def registered(r: dict) -> families.Strategy | None:
+    """The registry's entry for a run's strategy (None: one this code does not know, e.g. from an older study)."""
+    try:
+        return families.strategy(r["strategy"])
+    except KeyError:
+        return None
+
+
 def approach(r: dict) -> str | None:
-    """Which side of "fine-tuning vs prompting" a run is on (None: a baseline)."""
+    """Which side of "fine-tuning vs prompting" a run is on (None: a baseline), as the registry says."""
+    side = getattr(registered(r), "approach", None)
+    if side is None:
+        return None
     generated = " (generated answers)" if r.get("decoding") == "generate" else ""
-    if r["strategy"] == "icl":
-        if not r.get("k"):
-            return "prompting, zero-shot" + generated
-        return f"prompting, {draw_name(r)} demonstrations" + generated
-    if r["strategy"].startswith("generative_"):
-        return "fine-tuned generative" + generated
-    if r["family"] == "encoder":
-        return "encoder, head on frozen features" if r["strategy"] == "head" else "fine-tuned encoder"
-    return None
+    if side == "prompting":
+        return ("prompting, zero-shot" if not r.get("k") else f"prompting, {draw_name(r)} demonstrations") + generated
+    return side + generated
 
 
 def prompting_section(s: Scope) -> list:
@@ -682,7 +687,8 @@ def prompting_section(s: Scope) -> list:
         model, method = r["model"], r["method"]
         own = stat(s, model, method, s.primary)
         if own is not None:
-            rows.append([approach(r), method, model, str(r.get("k") or 0) if r["strategy"] == "icl" else "",
+            prompted = approach(r).startswith("prompting")
+            rows.append([approach(r), method, model, str(r.get("k") or 0) if prompted else "",
                          str(own["n_seeds"]), test_rows(s, model, method), value_cell(own),
                          *scoring_cells(s, r), stat_cell(s, model, method, s.primary, generated=True)])
     return [("h3", "Fine-tuning vs prompting"), ("p", PROMPTING_TEXT), table(header, rows),
@@ -924,19 +930,22 @@ def params_plot(s: Scope, ranked: list[dict]) -> list:
 
 def k_shot_points(s: Scope) -> list[dict]:
     """(series, k, model, method) of the few-shot runs; a zero-shot run joins every series of its model."""
-    runs = s.runs.filter(pl.col("strategy").is_in(list(FEW_SHOT)))
     rows = []
-    for r in runs.unique(["model", "method"], maintain_order=True).iter_rows(named=True):
+    for r in s.runs.unique(["model", "method"], maintain_order=True).iter_rows(named=True):
+        entry = registered(r)
+        if entry is None or entry.curve is None:
+            continue
         generated = r.get("decoding") == "generate"
-        if r["strategy"] == "icl":
-            k, series = r.get("k") or 0, f"{r['model']} · ICL {r.get('selection') or ''}".strip()
+        key = entry.examples_key or entry.per_class_key
+        k = (r.get(key) or 0) if key else 0
+        if entry.curve == "prompts":
+            series = f"{r['model']} · ICL {r.get('selection') or ''}".strip()
             series += " · generated answers" if generated else ""
         else:
-            k = (r.get("shots") or 0) if r["strategy"] == "embedding_few_shot" else 0
             series = f"{r['model']} · embedding {r.get('classifier') or 'centroid'}"
         # A zero-shot point joins the curves of its model, family and kind of answer.
         rows.append({"series": series, "k": int(k), "model": r["model"], "method": r["method"],
-                     "kind": (r["model"], r["strategy"] == "icl", generated)})
+                     "kind": (r["model"], entry.curve, generated)})
     curves = [r for r in rows if r["k"]]
     out = list(curves)
     for r in rows:
@@ -985,9 +994,10 @@ def selection_section(s: Scope) -> list:
 
 
 def dictionary_section(s: Scope, n: int) -> list:
-    runs = s.runs.filter(pl.col("strategy") == "learned_dictionary").sort("seed")
     blocks = []
-    for r in runs.unique(["model", "method"], keep="first", maintain_order=True).iter_rows(named=True):
+    for r in s.runs.sort("seed").unique(["model", "method"], keep="first", maintain_order=True).iter_rows(named=True):
+        if not getattr(registered(r), "word_weights", False):
+            continue
         path = Path(r["run_dir"]) / "dictionary.csv"
         blocks.append(("h3", f"Strongest words of {label(r['method'], r['model'])} (seed {r['seed']})"))
         if not path.exists():
