@@ -1028,8 +1028,9 @@ def which_study(study: str, full_study_command: str, config_file: str | None) ->
     source = f" (config `{config_file}`)" if config_file else ""
     if study == "quick":
         return (f"**This is the quick study**{source}: the full protocol sized down for a first look in about a "
-                f"quarter of an hour — fewer training rows and steps, smaller grids, two seeds, a 100-row test "
-                f"subset for prompting. Its numbers are not the study's: run the full study with "
+                f"quarter of an hour — fewer training rows and steps, smaller grids, fewer seeds, a smaller test "
+                f"subset for prompting, each strategy on fewer datasets (the sizes are in the settings below). Its "
+                f"numbers are not the study's: run the full study with "
                 f"`{full_study_command}` for the results README quotes.")
     return f"**This is the full study**{source}: the protocol whose results README quotes."
 
