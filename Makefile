@@ -102,6 +102,8 @@ keep-results: $(INSTALLED) ## copy a finished study into KEEP (default docs/resu
 	   results/report.md $(KEEP)/
 	rm -rf $(KEEP)/figures && cp -r results/figures $(KEEP)/figures
 	$(if $(STUDY_TIME_LOG),cp $(STUDY_TIME_LOG) $(KEEP)/study_time.log)
+	rm -f $(KEEP)/study_time_added*.log   # jobs added later to this study (a timed-run at another STUDY_LOG)
+	$(if $(wildcard results/study_time_added*.log),cp results/study_time_added*.log $(KEEP)/)
 	$(if $(STUDY_TIME_LOG),$(BIN)/python -m tunebench.estimate --configfile $(CONFIG) --reference $(KEEP) \
 	   --write-reference $(KEEP)/study_time.log)
 	$(BIN)/python -m tunebench.evaluation.readme   # README's and docs/'s generated blocks, from what is kept now

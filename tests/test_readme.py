@@ -261,6 +261,21 @@ def test_the_time_of_a_kept_quick_study_or_not_yet_measured(tmp_path):
     assert readme.measured(unlogged, "q.log").startswith("not yet measured")
 
 
+def test_jobs_added_to_a_kept_study_are_named_with_their_commit_and_time(tmp_path):
+    """A study extended later: the headline counts the runs of each commit, the command's time adds the added
+    jobs' own log to the study's (not the hours between)."""
+    commit = head_commit()
+    folder = kept_folder(tmp_path, commit)
+    runs = pl.read_csv(folder / "runs.csv")
+    runs.with_columns(pl.when(pl.col("method") == "tfidf").then(pl.lit("f" * 40)).otherwise(pl.col("git_commit"))
+                      .alias("git_commit")).write_csv(folder / "runs.csv")
+    (folder / "study_time_added.log").write_text(LOG.format(commit="f" * 40).replace("14:20.31", "30:00"))
+    kept = readme.read_kept(folder)
+    assert f"6 runs of commits `{commit[:7]}` (4) and `fffffff` (2)" in readme.provenance(kept)
+    assert readme.measured(kept, "s.log") == ("14 min on Test CPU, 2 cores (`s.log`), then 30 min for the jobs added "
+                                              f"at `fffffff` (`{folder / 'study_time_added.log'}`): 44 min in all")
+
+
 def test_a_study_before_the_current_protocol_says_so(tmp_path):
     needs_history()
     assert readme.protocol_of("56b1e030e64193eed8ca5f2847b9c49bd0075799", REPO) == "previous"

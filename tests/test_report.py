@@ -519,6 +519,19 @@ def test_the_readme_line_names_each_commit_once_and_marks_uncommitted_changes():
     assert commits_text(pl.DataFrame({"x": [1]})) == "an unknown commit"
 
 
+def test_the_wall_time_of_runs_added_at_a_later_commit_leaves_out_the_hours_between():
+    """A study extended later (new runs at another commit) took the two sessions' spans, not the idle gap."""
+    from tunebench.evaluation.report import timing_line
+
+    runs = pl.DataFrame({"git_commit": ["a", "a", "b"], "method": ["x", "y", "z"], "wall_time_s": [60.0, 60.0, 60.0],
+                         "started": ["2026-01-01T10:00:00+00:00", "2026-01-01T10:30:00+00:00", "2026-01-01T15:00:00+00:00"],
+                         "ended": ["2026-01-01T10:40:00+00:00", "2026-01-01T10:50:00+00:00", "2026-01-01T15:20:00+00:00"],
+                         "cpu": ["Test CPU (2 cores)"] * 3})
+    line = timing_line(runs)
+    assert "took 1 h 10 min from the first start to the last end (the runs of each commit, summed)" in line
+    assert "took 0 h 50 min from the first start to the last end on" in timing_line(runs.filter(pl.col("git_commit") == "a"))
+
+
 def test_collapsed_runs_are_flagged_and_per_class_f1_and_prompt_choices_are_shown(tmp_path):
     """A prompting run that answers one class for every row is flagged "⚠ collapsed" in the report and the
     README table (not left looking fine); the per-class F1 table and the dev choice of answer words and scoring

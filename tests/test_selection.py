@@ -60,6 +60,24 @@ def test_the_choice_rests_on_the_mean_over_seeds_and_prefers_the_stable_value():
     assert plain["chosen"] == 1e-3   # without the tie rule the best mean wins however its seeds disagree
 
 
+def test_the_stable_tie_does_not_move_the_choice_onto_a_grid_edge():
+    """The kept study's TFNS full fine-tuning (7d5716b): 1e-4 scored 0.43/0.50, 3e-4 0.68/0.41, 1e-3 0.50/0.26.
+    1e-4 is within one standard error of 3e-4's best mean and its seeds agree more, but it is the grid's edge,
+    where the stabler rate is the one that learned less, and a tie is no reason to grow the grid: the best mean
+    is kept. The same tie inside the grid still goes to the stabler value."""
+    table = {1e-4: (0.434, 0.498), 3e-4: (0.683, 0.414), 1e-3: (0.497, 0.262)}
+    score = lambda value, seed, fraction: table[float(f"{value:.6g}")][seed]   # noqa: E731
+    trace = selection.search_grid(selection.Search(grid=sorted(table), seeds=[0, 1], max_extensions=3), score,
+                                  log=lambda _: None)
+    assert trace["chosen"] == 3e-4 and trace["extensions"] == 0 and not trace["on_edge"]
+    inside = {1e-5: (0.1, 0.1), **table}
+    score = lambda value, seed, fraction: inside[float(f"{value:.6g}")][seed]   # noqa: E731
+    trace = selection.search_grid(selection.Search(grid=sorted(inside), seeds=[0, 1], max_extensions=3), score,
+                                  log=lambda _: None)
+    assert trace["chosen"] == 1e-4   # inside the grid now: the stable tie applies
+    assert selection.pick({1.0: [0.5, 0.5], 2.0: [0.6, 0.4]}, selection.Search(grid=[1.0, 2.0])) == 1.0   # best is on the edge
+
+
 def test_successive_halving_trains_the_better_half_longer():
     calls = []
 

@@ -7,7 +7,7 @@ searched the same way:
     because its grid stopped too early;
   - by the mean dev metric over `select_seeds` seeds where a seed changes the result (trained strategies), with a
     tie rule toward the more stable value: among the values within one standard error of the best mean, the one
-    whose seeds disagree least (a single lucky seed does not decide);
+    whose seeds disagree least (a single lucky seed does not decide), a grid edge only where the best mean is;
   - optionally by successive halving (`successive_halving`): every value trains a fraction of the budget on
     every selection seed, the better half goes on to twice the budget, and so on; the survivors run full length.
 The caller gives `score(value, seed, fraction) -> dev metric` (fraction 1: the run's own recipe); the search
@@ -67,10 +67,13 @@ def better(a: float, b: float, greater: bool) -> bool:
     return a > b if greater else a < b
 
 
-def pick(scores: dict[float, list[float]], search: Search) -> float:
+def pick(scores: dict[float, list[float]], search: Search, edges: tuple[float, float] | None = None) -> float:
     """The value chosen from {value: dev metric per seed}: the best mean; with `tie: stable`, among the values
     whose mean is within one standard error (over seeds) of the best, the one with the smallest spread over
-    seeds. Non-finite scores (a diverged trial) never win."""
+    seeds — but not a value on the grid's `edges` (default: the lowest and highest scored) unless the best
+    mean is itself there: a choice on an edge asks what lies past it, and the stabler value at the edge of a
+    learning-rate grid is the signature of a model that learned little (it agrees with itself). Non-finite
+    scores (a diverged trial) never win."""
     order = sorted(scores, reverse=search.prefer == "high")
     means = {v: float(np.mean(s)) if all(math.isfinite(x) for x in s) else math.nan for v, s in scores.items()}
     finite = [v for v in order if math.isfinite(means[v])]
@@ -83,7 +86,8 @@ def pick(scores: dict[float, list[float]], search: Search) -> float:
     if search.tie != "stable" or len(scores[best]) < 2:
         return best
     se = float(np.std(scores[best], ddof=1) / math.sqrt(len(scores[best])))
-    close = [v for v in finite if abs(means[v] - means[best]) <= se]
+    low, high = edges if edges is not None else (min(scores), max(scores))
+    close = [v for v in finite if abs(means[v] - means[best]) <= se and (v == best or v not in (low, high))]
     return min(close, key=lambda v: (float(np.std(scores[v], ddof=1)), close.index(v)))
 
 
@@ -142,10 +146,10 @@ def search_grid(search: Search, score: Callable[[float, int, float], float], log
         log(f"value {v:g}: dev {_mean_text(scores[v])}")
     extensions, bound_hit = 0, False
     while True:
-        chosen = pick(scores, search)
+        tried = sorted(set(scores) | set(eliminated))
+        chosen = pick(scores, search, edges=(tried[0], tried[-1]))
         # A one-value grid is a fixed setting, not a search: it does not grow; nor does a choice that only ties
         # its inward neighbour (a plateau: nothing says the metric improves further out).
-        tried = sorted(set(scores) | set(eliminated))
         point = next_point(tried, chosen) if len(search.grid) > 1 and _improves(scores, chosen, search) else None
         if point is None:
             break

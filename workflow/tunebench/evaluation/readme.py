@@ -52,6 +52,9 @@ class Kept:
     runs: pl.DataFrame | None
     comparisons: pl.DataFrame | None
     time: dict | None
+    # `make timed-run` logs of jobs added to the study later (`study_time_added*.log`: a new method run on the
+    # finished study's results), each with the commit it ran at.
+    added: tuple[dict, ...] = ()
 
 
 def read_kept(folder: Path) -> Kept:
@@ -59,7 +62,8 @@ def read_kept(folder: Path) -> Kept:
         path = folder / name
         return pl.read_csv(path, infer_schema_length=None) if path.exists() else None
     return Kept(folder, table_of("summary.csv"), table_of("runs.csv"), table_of("comparisons.csv"),
-                study_time(folder / "study_time.log"))
+                study_time(folder / "study_time.log"),
+                tuple(study_time(p) for p in sorted(folder.glob("study_time_added*.log"))))
 
 
 def clock_seconds(text: str) -> float:
@@ -210,10 +214,15 @@ def subset_note(runs: pl.DataFrame) -> str:
 def provenance(kept: Kept, what: str = "full study") -> str:
     """'The kept full study: N runs of commit X (config Y), …' with the protocol it ran under."""
     commit = study_commit(kept)
-    n = kept.runs.filter(~pl.col("method").str.ends_with(GENERATED)).height
+    runs = kept.runs.filter(~pl.col("method").str.ends_with(GENERATED))
     config = (kept.time or {}).get("config")
+    counts = (sorted(runs["git_commit"].drop_nulls().value_counts().iter_rows(), key=lambda cn: -cn[1])
+              if "git_commit" in runs.columns else [])
+    commits = (" and ".join(f"`{short(c)}` ({n})" for c, n in counts) if len(counts) > 1
+               else f"`{short(commit) if commit else 'unknown'}`")
     text = (f"The kept {what} (`{kept.folder.relative_to(REPO) if kept.folder.is_relative_to(REPO) else kept.folder}/`): "
-            f"{n} runs of commit `{short(commit) if commit else 'unknown'}`{f' (config `{config}`)' if config else ''}")
+            f"{runs.height} runs of commit{'s' if len(counts) > 1 else ''} {commits}"
+            f"{f' (config `{config}`)' if config else ''}")
     if protocol_of(commit) == "previous":
         return (text + f". **These are the previous protocol's results**: the commit predates the current "
                 f"protocol (`{PROTOCOL_SINCE}` on), and no full study under it has been kept yet.")
@@ -244,6 +253,11 @@ def measured(kept: Kept | None, log: str) -> str:
     if protocol_of(t.get("commit")) == "previous":
         config = f" with `{t['config']}`" if "config" in t else ""
         text += f"; that study ran at `{short(t['commit'])}`{config}, before the current protocol"
+    for extra in kept.added:
+        text += (f", then {duration(extra['wall_s'])} for the jobs added at `{short(extra.get('commit', '?'))}` "
+                 f"(`{extra['log'].relative_to(REPO).as_posix() if extra['log'].is_relative_to(REPO) else extra['log']}`)")
+    if kept.added:
+        text += f": {duration(t['wall_s'] + sum(extra['wall_s'] for extra in kept.added))} in all"
     return text
 
 
@@ -327,7 +341,9 @@ def comparisons_block(kept: Kept) -> str:
 def times_block(repo: Path = REPO) -> str:
     """Every kept `make timed-run` log: what ran, where, how long, and the estimate printed before it."""
     kept = repo / "docs" / "results"
-    logs = [("full study", kept / "study_time.log"), ("quick study", kept / "quick" / "study_time.log"),
+    logs = [("full study", kept / "study_time.log"),
+            *[("jobs added to the full study", p) for p in sorted(kept.glob("study_time_added*.log"))],
+            ("quick study", kept / "quick" / "study_time.log"),
             ("AVX2-only run (`EMULATE_AVX2=1`)", kept / "avx2" / "study_time.log")]
     rows = []
     for what, path in logs:

@@ -95,19 +95,24 @@ def readme_table(summary: pl.DataFrame, runs: pl.DataFrame, primary_metric, conf
 
 
 def timing_line(runs: pl.DataFrame) -> str:
-    """' The runs took …': wall time from the first run's start to the last one's end, and the compute summed
-    over the runs and their learning-rate selections (the selection of a group counted once)."""
+    """' The runs took …': wall time from the first run's start to the last one's end (per commit, summed: runs
+    added later at another commit do not count the hours between), and the compute summed over the runs and
+    their learning-rate selections (the selection of a group counted once)."""
     if not {"started", "ended", "wall_time_s"} <= set(runs.columns) or runs["started"].null_count() == runs.height:
         return ""
-    stamps = runs.select(pl.col("started").str.to_datetime(time_zone="UTC").min().alias("first"),
-                         pl.col("ended").str.to_datetime(time_zone="UTC").max().alias("last")).row(0)
-    wall = (stamps[1] - stamps[0]).total_seconds()
+    commit = pl.col("git_commit") if "git_commit" in runs.columns else pl.lit("")
+    stamp = lambda column: pl.col(column).str.to_datetime(time_zone="UTC")  # noqa: E731
+    spans = (runs.group_by(commit.alias("commit"))
+             .agg(stamp("started").min().alias("first"), stamp("ended").max().alias("last"))
+             .drop_nulls(["first", "last"]))
+    wall = sum((last - first).total_seconds() for first, last in spans.select("first", "last").iter_rows())
+    per_commit = " (the runs of each commit, summed)" if spans.height > 1 else ""
     real = runs.filter(~pl.col("method").str.ends_with("-gen"))   # generated answers are another run's output
     compute = real["wall_time_s"].sum()
     if "selection_time_s" in real.columns:
         compute += real.unique(["dataset", "model", "method"])["selection_time_s"].fill_null(0).sum()
     hours = lambda seconds: f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"  # noqa: E731
-    return (f" The runs took {hours(wall)} from the first start to the last end on "
+    return (f" The runs took {hours(wall)} from the first start to the last end{per_commit} on "
             f"{hardware_of(runs)}; {hours(compute)} of job time summed over runs and learning-rate selections.")
 
 
