@@ -228,6 +228,20 @@ def kept_folder(tmp_path: Path, commit: str, log: bool = True) -> Path:
     return folder
 
 
+@pytest.mark.parametrize("folder", [RESULTS, RESULTS / "quick"], ids=["full", "quick"])
+def test_no_kept_method_repeats_one_result_over_its_seeds(folder):
+    """Several seeds of one method are draws (rows, initialisations, demonstrations), never copies of a
+    deterministic run: a "± 0.000" over seeds means the study ran the same thing again (#29)."""
+    if not (folder / "runs.csv").exists():
+        pytest.skip(f"no study kept in {folder}")
+    runs = pl.read_csv(folder / "runs.csv", infer_schema_length=None)
+    primary = pl.when(pl.col("task") == "regression").then(pl.col("r2")).otherwise(pl.col("macro_f1"))
+    groups = (runs.with_columns(primary.alias("primary")).group_by("dataset", "model", "method")
+              .agg(pl.len().alias("seeds"), pl.col("primary").n_unique().alias("values"))
+              .filter((pl.col("seeds") > 1) & (pl.col("values") == 1)))
+    assert groups.is_empty(), f"{folder / 'runs.csv'}: seeds that repeat one result:\n{groups}"
+
+
 def test_a_kept_log_is_read():
     info = readme.study_time(RESULTS / "study_time.log")
     assert info["wall_s"] > 0 and info["commit"] and info["cores"] >= 1
