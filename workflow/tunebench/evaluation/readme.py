@@ -218,7 +218,8 @@ def provenance(kept: Kept, what: str = "full study") -> str:
     config = (kept.time or {}).get("config")
     counts = (sorted(runs["git_commit"].drop_nulls().value_counts().iter_rows(), key=lambda cn: -cn[1])
               if "git_commit" in runs.columns else [])
-    commits = (" and ".join(f"`{short(c)}` ({n})" for c, n in counts) if len(counts) > 1
+    named = [f"`{short(c)}` ({n})" for c, n in counts]
+    commits = (", ".join(named[:-1]) + " and " + named[-1] if len(named) > 1
                else f"`{short(commit) if commit else 'unknown'}`")
     text = (f"The kept {what} (`{kept.folder.relative_to(REPO) if kept.folder.is_relative_to(REPO) else kept.folder}/`): "
             f"{runs.height} runs of commit{'s' if len(counts) > 1 else ''} {commits}"
