@@ -285,7 +285,7 @@ def test_jobs_added_to_a_kept_study_are_named_with_their_commit_and_time(tmp_pat
                       .alias("git_commit")).write_csv(folder / "runs.csv")
     (folder / "study_time_added.log").write_text(LOG.format(commit="f" * 40).replace("14:20.31", "30:00"))
     kept = readme.read_kept(folder)
-    assert f"6 runs of commits `{commit[:7]}` (4) and `fffffff` (2)" in readme.provenance(kept)
+    assert f"6 runs of commits `{commit[:12]}` (4 runs), `ffffffffffff` (2 runs)" in readme.provenance(kept)
     assert readme.measured(kept, "s.log") == ("14 min on Test CPU, 2 cores (`s.log`), then 30 min for the jobs added "
                                               f"at `fffffff` (`{folder / 'study_time_added.log'}`): 44 min in all")
 

@@ -25,7 +25,7 @@ import polars as pl
 from tunebench import config as tbconfig
 from tunebench import families
 from tunebench.evaluation.metrics import primary_direction
-from tunebench.evaluation.report import to_markdown
+from tunebench.evaluation.report import commits_text, to_markdown
 from tunebench.evaluation.sections import (FAMILY_NAMES, GENERATED, fmt, fmt_ci, fmt_p, fmt_pct, group_notes,
                                            label, metric_name, table, value_cell)
 
@@ -216,14 +216,11 @@ def provenance(kept: Kept, what: str = "full study") -> str:
     commit = study_commit(kept)
     runs = kept.runs.filter(~pl.col("method").str.ends_with(GENERATED))
     config = (kept.time or {}).get("config")
-    counts = (sorted(runs["git_commit"].drop_nulls().value_counts().iter_rows(), key=lambda cn: -cn[1])
-              if "git_commit" in runs.columns else [])
-    named = [f"`{short(c)}` ({n})" for c, n in counts]
-    commits = (", ".join(named[:-1]) + " and " + named[-1] if len(named) > 1
-               else f"`{short(commit) if commit else 'unknown'}`")
+    several = "git_commit" in runs.columns and runs["git_commit"].drop_nulls().n_unique() > 1
+    commits = (f"commits {commits_text(runs)}" if several   # runs added later at another commit
+               else f"commit `{short(commit) if commit else 'unknown'}`")
     text = (f"The kept {what} (`{kept.folder.relative_to(REPO) if kept.folder.is_relative_to(REPO) else kept.folder}/`): "
-            f"{runs.height} runs of commit{'s' if len(counts) > 1 else ''} {commits}"
-            f"{f' (config `{config}`)' if config else ''}")
+            f"{runs.height} runs of {commits}{f' (config `{config}`)' if config else ''}")
     if protocol_of(commit) == "previous":
         return (text + f". **These are the previous protocol's results**: the commit predates the current "
                 f"protocol (`{PROTOCOL_SINCE}` on), and no full study under it has been kept yet.")
